@@ -1,0 +1,25 @@
+# sourcelens: galaxy catalogues -> stamps -> lensing datasets -> models, fits, figures, tables.
+# Run:  snakemake --cores N            (default config: CPU, minutes)
+#       snakemake --cores N --configfile config/tiny.yaml
+#       snakemake --profile workflow/profiles/slurm
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

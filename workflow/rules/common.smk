@@ -1,0 +1,69 @@
+# Shared helpers for the rules: shard bookkeeping and the list of default targets.
+import math
+
+SPLITS = ["train", "val", "test"]
+PAIR_LENSES = config["simulate"]["pairs"]["lens_models"]
+SR_LENSES = config["simulate"]["sr"]["lens_models"]
+SR_NOISE = config["simulate"]["sr"]["noise"]
+SHARD_SIZE = config["simulate"]["shard_size"]
+
+_fractions = config["split"]["fractions"]
+if abs(sum(_fractions[s] for s in SPLITS) - 1.0) > 1e-6:
+    raise ValueError(
+        f"config key 'split/fractions': train + val + test must sum to 1, got "
+        f"{sum(_fractions[s] for s in SPLITS):g}"
+    )
+if "cosmos" in config["sources"]["kinds"] and not config["sources"]["cosmos"]["dir"]:
+    raise ValueError(
+        "config key 'sources/cosmos/dir': source kind 'cosmos' needs the path of a GalSim "
+        "RealGalaxyCatalog directory (e.g. from `galsim_download_cosmos -s 25.2`)"
+    )
+
+
+wildcard_constraints:
+    split="|".join(SPLITS),
+    shard=r"\d+",
+    lens=r"[A-Z]+",
+    noise="noiseless|noisy",
+
+
+def n_shards(n_samples):
+    """Number of shard jobs for n_samples samples."""
+    return max(1, math.ceil(n_samples / SHARD_SIZE))
+
+
+def shard_count(n_samples, shard):
+    """Samples in shard number `shard` (the last one takes the remainder)."""
+    return min(SHARD_SIZE, n_samples - int(shard) * SHARD_SIZE)
+
+
+def pair_shards(wildcards):
+    n = config["simulate"]["pairs"]["n_samples"][wildcards.split]
+    return expand(
+        "results/data/pairs/{lens}/{split}/shard_{shard}.h5",
+        lens=wildcards.lens, split=wildcards.split, shard=range(n_shards(n)),
+    )
+
+
+def sr_shards(wildcards):
+    n = config["simulate"]["sr"]["n_samples"][wildcards.split]
+    return expand(
+        "results/data/sr/{lens}_{noise}/{split}/shard_{shard}.h5",
+        lens=wildcards.lens, noise=wildcards.noise, split=wildcards.split,
+        shard=range(n_shards(n)),
+    )
+
+
+def all_targets():
+    return (
+        expand("results/data/pairs_{lens}_{split}.h5", lens=PAIR_LENSES, split=SPLITS)
+        + expand("results/data/sr_{lens}_{noise}_{split}.h5", lens=SR_LENSES, noise=SR_NOISE, split=SPLITS)
+        + [
+            "results/tables/filter_table.csv",
+            "results/figures/filter_table.png",
+            "results/figures/stamps_by_kind.png",
+        ]
+        + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
+        + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)
+        + expand("results/figures/sr_examples_{lens}_{noise}.png", lens=SR_LENSES, noise=SR_NOISE)
+    )

@@ -1,0 +1,82 @@
+# Galaxy sources: catalogue cuts, stamps, augmentation, split by source id.
+
+
+rule catalogue:
+    output:
+        catalogue="results/data/catalogue.csv",
+        table="results/tables/filter_catalogue.csv",
+    params:
+        sources=config["sources"],
+        seed=config["seed"],
+    log:
+        "logs/catalogue.log",
+    benchmark:
+        "benchmarks/catalogue.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/catalogue.py"
+
+
+rule stamps:
+    input:
+        catalogue="results/data/catalogue.csv",
+        table="results/tables/filter_catalogue.csv",
+    output:
+        stamps="results/data/stamps.h5",
+        table=report(
+            "results/tables/filter_table.csv",
+            caption="../report/filter_table.rst",
+            category="Data",
+        ),
+    params:
+        sources=config["sources"],
+        stamps=config["stamps"],
+        config=config,
+        seed=config["seed"],
+    log:
+        "logs/stamps.log",
+    benchmark:
+        "benchmarks/stamps.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/stamps.py"
+
+
+rule augment:
+    input:
+        "results/data/stamps.h5",
+    output:
+        "results/data/stamps_augmented.h5",
+    params:
+        augment=config["augment"],
+        config=config,
+        seed=config["seed"],
+    log:
+        "logs/augment.log",
+    benchmark:
+        "benchmarks/augment.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/augment.py"
+
+
+rule split:
+    input:
+        "results/data/stamps_augmented.h5",
+    output:
+        expand("results/data/stamps_{split}.h5", split=SPLITS),
+    params:
+        fractions=config["split"]["fractions"],
+        config=config,
+        seed=config["seed"],
+    log:
+        "logs/split.log",
+    benchmark:
+        "benchmarks/split.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/split.py"
