@@ -213,3 +213,36 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png",
                     metadata={"Software": f"sourcelens {package_versions(('sourcelens',)).get('sourcelens', '')}"})
     return path
+
+
+def concatenate_datasets(paths: list[str | Path], out: str | Path, attrs: Mapping[str, Any] | None = None) -> Path:
+    """Gather shard files (same kind and arrays) into one file, in the order given.
+
+    Root attributes come from the first shard (its provenance included), updated by ``attrs``;
+    the shard files' own provenance is kept as a list under ``shard_provenance``.
+    """
+    if not paths:
+        raise ValueError("no shard files to gather")
+    arrays: dict[str, list[np.ndarray]] = {}
+    array_attrs: dict[str, dict[str, Any]] = {}
+    metas = []
+    first_attrs = read_attrs(paths[0])
+    kind = first_attrs.pop("kind")
+    first_attrs.pop("layout_version", None)
+    for path in paths:
+        shard_attrs = read_attrs(path)
+        if shard_attrs.get("kind") != kind:
+            raise ValueError(f"shard {path} is of kind {shard_attrs.get('kind')!r}, expected {kind!r}")
+        with h5py.File(path, "r") as fh:
+            for name in fh.keys():
+                if name == "meta":
+                    continue
+                arrays.setdefault(name, []).append(fh[name][()])
+                array_attrs.setdefault(name, dict(fh[name].attrs))
+        metas.append(read_meta(path))
+    merged = {k: np.concatenate(v, axis=0) for k, v in arrays.items()}
+    meta = pd.concat(metas, ignore_index=True)
+    out_attrs = dict(first_attrs)
+    out_attrs["n_shards"] = len(paths)
+    out_attrs.update(attrs or {})
+    return write_dataset(out, merged, meta, kind=kind, attrs=out_attrs, array_attrs=array_attrs)
