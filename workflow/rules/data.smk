@@ -29,6 +29,7 @@ rule stamps:
             caption="../report/filter_table.rst",
             category="Data",
         ),
+        provenance="results/tables/filter_table.provenance.json",
     params:
         sources=config["sources"],
         stamps=config["stamps"],
