@@ -22,28 +22,33 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid; the message names it."""
 
 
-def _set_defaults(instance: Any, schema: Mapping[str, Any]) -> Any:
-    """Fill in schema defaults recursively (objects only), as snakemake's validate does."""
-    if schema.get("type") == "object" and isinstance(instance, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if key not in instance and "default" in sub:
-                instance[key] = copy.deepcopy(sub["default"])
-            if key in instance:
-                _set_defaults(instance[key], sub)
-    return instance
+def _default_filling_validator(schema: Mapping[str, Any]):
+    """A Draft 2020-12 validator that fills defaults while validating (as snakemake's validate does)."""
+    from jsonschema import Draft202012Validator, validators
+
+    validate_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, subschema)
+
+    return validators.extend(Draft202012Validator, {"properties": set_defaults})(schema)
 
 
 def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
-    """Validate ``config`` against the schema, fill defaults, and return it.
+    """Validate ``config`` against the schema, fill defaults, and return a new dict.
 
     Raises ConfigError naming the offending key path and the reason.
     """
-    import jsonschema
-
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
-    config = _set_defaults(copy.deepcopy(config), schema)
-    validator = jsonschema.Draft7Validator(schema)
+    config = copy.deepcopy(config)
+    validator = _default_filling_validator(schema)
+    # defaults are filled during the first pass; report errors from a second, complete pass
+    list(validator.iter_errors(config))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

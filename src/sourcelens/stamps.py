@@ -118,8 +118,17 @@ def measure(image: np.ndarray, noise_sigma: float, fill_threshold: float = 0.05)
     r_max = np.hypot(*image.shape) / 2
     radii, prof = azimuthal_profile(np.where(seg, image, 0.0), (cy, cx), r_max)
     peak = np.nanmax(prof[:3]) if np.isfinite(prof[:3]).any() else np.nanmax(prof)
-    below = np.where(np.nan_to_num(prof, nan=0.0) < fill_threshold * peak)[0]
-    radius = float(radii[below[0]]) if below.size else float(r_max)
+    level = fill_threshold * peak
+    prof0 = np.nan_to_num(prof, nan=0.0)
+    below = np.where(prof0 < level)[0]
+    if not below.size:
+        radius = float(r_max)
+    elif below[0] == 0:
+        radius = float(radii[0])
+    else:  # linear interpolation of the crossing between the last bin above and the first below
+        k = below[0]
+        frac = (prof0[k - 1] - level) / max(prof0[k - 1] - prof0[k], 1e-30)
+        radius = float(radii[k - 1] + frac * (radii[k] - radii[k - 1]))
     # half-light radius from the growth curve of the segment
     r = np.hypot(yy - cy, xx - cx)[seg]
     f = np.clip(image[seg], 0, None)
@@ -186,12 +195,13 @@ def preprocess(
     """
     image = np.asarray(image, dtype=np.float64)
     check_finite(image, source_id)
+    masked_fraction = float((image == 0).mean())
     image = image - background_level(image)
     sigma_in = estimate_noise_sigma(image) if noise_sigma is None else float(noise_sigma)
     m = measure(image, sigma_in, cfg["fill_threshold"])
     size = int(cfg["size"])
     info: dict[str, Any] = {
-        "masked_fraction": m.masked_fraction, "snr": m.snr,
+        "masked_fraction": masked_fraction, "snr": m.snr,
         "size_arcsec": m.radius_pix * pixel_scale_arcsec, "hlr_arcsec": m.hlr_pix * pixel_scale_arcsec,
         "angle_deg": np.degrees(m.angle_rad) if cfg["rotate_major_axis"] else 0.0,
     }

@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from sourcelens.augment import augment, dihedral_copies, rotate_flux_conserving
+from sourcelens.split import assign_splits, check_no_leakage
+
+
+def _stamps(n=5, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.indices((size, size))
+    imgs = []
+    for _ in range(n):
+        cy, cx = rng.uniform(12, 20, 2)
+        imgs.append(np.exp(-((yy - cy) ** 2 / 8 + (xx - cx) ** 2 / 20)).astype(np.float32))
+    meta = pd.DataFrame({"source_id": [f"s{i}" for i in range(n)], "kind": "parametric"})
+    return np.stack(imgs), meta
+
+
+def test_dihedral_copies_distinct():
+    img, _ = _stamps(1)
+    copies = dihedral_copies(img[0], True, True)
+    assert len(copies) == 8
+    flat = {c[1].tobytes() for c in copies}
+    assert len(flat) == 8
+
+
+@pytest.mark.parametrize("angle", [17.0, 45.0, 123.4])
+def test_rotation_conserves_flux(angle):
+    img, _ = _stamps(1)
+    rot = rotate_flux_conserving(img[0], angle)
+    assert rot.sum() == pytest.approx(img[0].sum(), rel=1e-6)
+    assert not np.allclose(rot, img[0])
+
+
+def test_augment_keeps_parent_ids_and_flux():
+    imgs, meta = _stamps(4)
+    cfg = {"rot90": True, "flips": True, "n_random_rotations": 2, "max_copies": None}
+    out, out_meta = augment(imgs, meta, cfg, np.random.default_rng(0))
+    assert len(out) == 4 * 10
+    for i, row in out_meta.iterrows():
+        assert row["source_id"] == meta["source_id"][row["parent_index"]]
+        assert out[i].sum() == pytest.approx(imgs[row["parent_index"]].sum(), rel=1e-5)
+    capped, capped_meta = augment(imgs, meta, dict(cfg, max_copies=3), np.random.default_rng(0))
+    assert len(capped) == 12 and (capped_meta.groupby("source_id").size() == 3).all()
+    assert (capped_meta.groupby("source_id")["augmentation"].first() == "original").all()
+
+
+def test_split_by_source_no_leakage():
+    ids = np.repeat([f"g{i}" for i in range(50)], 6)
+    fr = {"train": 0.7, "val": 0.15, "test": 0.15}
+    splits = assign_splits(ids, fr, np.random.default_rng(1))
+    df = pd.DataFrame({"source_id": ids, "split": splits})
+    assert (df.groupby("source_id")["split"].nunique() == 1).all()
+    counts = df.groupby("split")["source_id"].nunique()
+    assert counts["train"] == 34 and counts["val"] == 8 and counts["test"] == 8  # round(7.5) = 8
+    check_no_leakage({s: df[df.split == s] for s in ("train", "val", "test")})
+    # the same seed gives the same split whatever the row order
+    again = assign_splits(ids[::-1], fr, np.random.default_rng(1))[::-1]
+    assert np.array_equal(splits, again)
+
+
+def test_leak_detected_and_small_split_errors():
+    a = pd.DataFrame({"source_id": ["x", "y"]})
+    b = pd.DataFrame({"source_id": ["y"]})
+    with pytest.raises(AssertionError, match="'y'"):
+        check_no_leakage({"train": a, "test": b})
+    with pytest.raises(ValueError, match="'val' split"):
+        assign_splits(["a", "b"], {"train": 0.8, "val": 0.1, "test": 0.1}, np.random.default_rng(0))
