@@ -1,0 +1,23 @@
+"""Differentiable strong lensing in torch, in lenstronomy's conventions.
+
+Forward lensing (batched, CPU/CUDA, float32/float64) built on caustics' functional lens
+formulas; lensing maps (convergence, magnification, critical curves and caustics); backward
+mapping of images to a source grid by naive scatter or by exact pixel-overlap areas.
+See :mod:`sourcelens.lensing.conventions` for units and conventions.
+"""
+
+from .conventions import (
+    ellipticity_to_phi_q, phi_q_to_ellipticity, pixel_centres, pixel_corners, pixel_grid,
+)
+from .forward import (
+    LensingSimulator, add_noise, chi2, convolve, convolve_direct, convolve_fft, downsample,
+    noise_sigma, pixelated, sersic, surface_brightness,
+)
+from .lenses import LENS_MODELS, deflection, ray_shoot
+
+__all__ = [
+    "ellipticity_to_phi_q", "phi_q_to_ellipticity", "pixel_centres", "pixel_corners",
+    "pixel_grid", "LensingSimulator", "add_noise", "chi2", "convolve", "convolve_direct",
+    "convolve_fft", "downsample", "noise_sigma", "pixelated", "sersic", "surface_brightness",
+    "LENS_MODELS", "deflection", "ray_shoot",
+]
