@@ -55,3 +55,10 @@ def test_seeds_are_stable_and_distinct():
     assert not np.array_equal(a, c) and not np.array_equal(a, d)
     # independent of Python's hash salt: a fixed value
     assert derive_seed(0, "x").entropy == [0, 2363233923]
+
+
+def test_config_readme_documents_every_key(repo):
+    from sourcelens.config import schema_markdown
+
+    readme = (repo / "config" / "README.md").read_text()
+    assert schema_markdown() in readme, "config/README.md is out of date: regenerate with python -m sourcelens.config"

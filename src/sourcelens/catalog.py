@@ -152,6 +152,10 @@ def galsim_exclusion_index(directory: str | Path, catalogue_file: str | Path, le
     return np.asarray(cat.orig_index, dtype=int)
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+
+
 def _range_keep(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
     keep = np.ones(len(values), dtype=bool)
     if low is not None:
@@ -178,21 +182,21 @@ def select_cosmos(
     kept_index = galsim_exclusion_index(directory, cat.attrs["catalogue_file"], exclusion_level)
     if kept_index is None:
         why = ("not requested" if exclusion_level == "none"
-               else f"'{exclusion_level}' requested but no _selection/_fits files: not applied")
+               else f"'{exclusion_level}' requested but the catalogue has no _selection file: not applied")
         cat = flog.apply(cat, np.ones(len(cat), bool), "galsim_exclusion", f"GalSim exclusion level: {why}")
     else:
         cat = flog.apply(cat, np.isin(cat["index"], kept_index), "galsim_exclusion",
                          f"GalSim COSMOSCatalog exclusion_level='{exclusion_level}'")
     if cuts.get("mag_min") is not None or cuts.get("mag_max") is not None:
         cat = flog.apply(cat, _range_keep(cat["mag"].to_numpy(), cuts.get("mag_min"), cuts.get("mag_max")),
-                         "magnitude", f"F814W magnitude in [{cuts.get('mag_min')}, {cuts.get('mag_max')}]")
+                         "magnitude", f"F814W magnitude in {_interval(cuts.get('mag_min'), cuts.get('mag_max'))}")
     if cuts.get("zphot_min") is not None or cuts.get("zphot_max") is not None:
         z = cat["zphot"].to_numpy()
         if np.all(np.isnan(z)):
             raise CatalogueError("a photometric-redshift cut is configured but the catalogue has no zphot "
                                  "column (no _fits companion file)")
         cat = flog.apply(cat, _range_keep(z, cuts.get("zphot_min"), cuts.get("zphot_max")),
-                         "redshift", f"photometric redshift in [{cuts.get('zphot_min')}, {cuts.get('zphot_max')}]")
+                         "redshift", f"photometric redshift in {_interval(cuts.get('zphot_min'), cuts.get('zphot_max'))}")
     if cuts.get("min_size_arcsec") is not None:
         size = cat["size_arcsec"].to_numpy()
         keep = np.where(np.isfinite(size), size >= cuts["min_size_arcsec"], True)

@@ -99,3 +99,42 @@ def derive_seed(config_seed: int, rule: str, *keys: Any) -> np.random.SeedSequen
 def rng_for(config_seed: int, rule: str, *keys: Any) -> np.random.Generator:
     """A numpy Generator seeded by :func:`derive_seed`."""
     return np.random.default_rng(derive_seed(config_seed, rule, *keys))
+
+
+def schema_markdown(schema_path: str | Path = SCHEMA_PATH) -> str:
+    """A markdown table of every config key: path, type, default and description (for config/README.md)."""
+    import json
+
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    defs = schema.get("definitions", {})
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+
+    def fmt_type(node: Mapping[str, Any]) -> str:
+        if "enum" in node:
+            return " \\| ".join(f"`{v}`" for v in node["enum"])
+        t = node.get("type", "prior" if "oneOf" in node else "")
+        if t == "array" and "items" in node:
+            inner = node["items"]
+            return f"list of {fmt_type(inner)}"
+        return "/".join(t) if isinstance(t, list) else str(t)
+
+    def walk(node: Mapping[str, Any], path: str) -> None:
+        for key, sub in node.get("properties", {}).items():
+            where = f"{path}.{key}" if path else key
+            ref = sub.get("$ref")
+            resolved = {**defs[ref.split("/")[-1]], **{k: v for k, v in sub.items() if k != "$ref"}} if ref else sub
+            desc = " ".join(str(resolved.get("description", "")).split()).replace("|", "\\|")
+            if "properties" in resolved:
+                rows.append(f"| `{where}` | object | | {desc} |")
+                walk(resolved, where)
+            else:
+                default = json.dumps(resolved.get("default"), ensure_ascii=False)
+                rows.append(f"| `{where}` | {fmt_type(resolved)} | `{default}` | {desc} |")
+
+    walk(schema, "")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m sourcelens.config  -> the key table of config/README.md
+    print(schema_markdown(), end="")

@@ -253,9 +253,10 @@ def make_stamps(raws, cfg: Mapping[str, Any], progress: bool = True):
                           "n_removed": 0})
         info = [it[1] for it in items]
         if cfg.get("max_masked_fraction") is not None:
-            frac = np.array([info[i]["masked_fraction"] for i in df["i"]])
+            frac = np.array([max(info[i]["masked_fraction"], info[i].get("outside_fraction", 0.0))
+                             for i in df["i"]])
             df = flog.apply(df, frac <= cfg["max_masked_fraction"], "masked",
-                            f"masked (exactly zero) pixel fraction <= {cfg['max_masked_fraction']}")
+                            f"fraction of masked (exactly zero) or off-image pixels <= {cfg['max_masked_fraction']}")
         if cfg.get("min_snr") is not None:
             snr = np.array([info[i]["snr"] for i in df["i"]])
             df = flog.apply(df, snr >= cfg["min_snr"], "low_snr", f"aperture S/N >= {cfg['min_snr']}")
