@@ -14,10 +14,11 @@ from .forward import (
     noise_sigma, pixelated, sersic, surface_brightness,
 )
 from .lenses import LENS_MODELS, deflection, ray_shoot
+from .sparse import BilinearLensingOperator, bilinear_weights
 
 __all__ = [
     "ellipticity_to_phi_q", "phi_q_to_ellipticity", "pixel_centres", "pixel_corners",
     "pixel_grid", "LensingSimulator", "add_noise", "chi2", "convolve", "convolve_direct",
     "convolve_fft", "downsample", "noise_sigma", "pixelated", "sersic", "surface_brightness",
-    "LENS_MODELS", "deflection", "ray_shoot",
+    "LENS_MODELS", "deflection", "ray_shoot", "BilinearLensingOperator", "bilinear_weights",
 ]
