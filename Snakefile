@@ -2,12 +2,15 @@
 # Run:  snakemake --cores N            (default config: CPU, minutes)
 #       snakemake --cores N --configfile config/tiny.yaml
 #       snakemake --profile workflow/profiles/slurm
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# the default config, found next to this Snakefile whatever the working directory (--directory)
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -1,0 +1,142 @@
+"""The Snakemake workflow: lint, dry runs, bad input caught before any job, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def run_snakemake(workdir: Path, *args: str, configs: tuple[Path, ...] = (), timeout: int = 1200):
+    cmd = SNAKEMAKE + ["--directory", str(workdir)]
+    if configs:
+        cmd += ["--configfile", *map(str, configs)]
+    cmd += list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_lint_clean(tmp_path):
+    res = run_snakemake(tmp_path, "--lint")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "Congratulations" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper_like"])
+def test_dry_run(tmp_path, name, btk_dir):
+    if name == "paper_like":  # the paper DAG with the small real sample standing in for COSMOS 25.2
+        base = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+        base["sources"]["cosmos"]["dir"] = str(btk_dir)
+        cfg = write_config(tmp_path / "paper_like.yaml", base)
+    else:
+        cfg = REPO / "config" / name
+    res = run_snakemake(tmp_path, "-n", "--cores", "2", configs=(cfg,))
+    assert res.returncode == 0, res.stderr + res.stdout
+    if name == "paper_like":  # 80k train pairs in shards of 2000: 40 shard jobs per lens model
+        assert "simulate_pairs" in res.stdout and res.stdout.count("rule simulate_pairs") >= 40 * 3
+
+
+@pytest.mark.parametrize(
+    "override, culprit",
+    [
+        ({"stamps": {"sise": 64}}, "sise"),
+        ({"simulate": {"pairs": {"lens_models": ["NFW"]}}}, "NFW"),
+        ({"split": {"fractions": {"train": 0.9, "val": 0.2, "test": 0.1}}}, "split/fractions"),
+        ({"sources": {"kinds": ["cosmos"], "cosmos": {"dir": "/no/such/cosmos"}}}, "/no/such/cosmos"),
+        ({"sources": {"kinds": ["cosmos"]}}, "sources/cosmos/dir"),
+    ],
+)
+def test_bad_config_named_before_any_job(tmp_path, override, culprit):
+    cfg = write_config(tmp_path / "bad.yaml", override)
+    res = run_snakemake(tmp_path, "-n", "--cores", "1", configs=(REPO / "config" / "tiny.yaml", cfg))
+    assert res.returncode != 0
+    assert culprit in res.stderr + res.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def _arrays(path: Path) -> dict[str, bytes]:
+    with h5py.File(path, "r") as fh:
+        return {k: fh[k][()].tobytes() for k in fh if k != "meta"}
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end(tmp_path):
+    tiny = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+    res = run_snakemake(tmp_path, "--cores", "2", configs=(REPO / "config" / "tiny.yaml",))
+    assert res.returncode == 0, res.stderr[-4000:]
+    results = tmp_path / "results"
+    for lens in tiny["simulate"]["pairs"]["lens_models"]:
+        for split in ("train", "val", "test"):
+            path = results / "data" / f"pairs_{lens}_{split}.h5"
+            with h5py.File(path, "r") as fh:
+                n = tiny["simulate"]["pairs"]["n_samples"][split]
+                npix = tiny["simulate"]["pairs"]["num_pix"]
+                for name in ("lensed", "lensed_noiseless", "source", "noise_sigma"):
+                    assert fh[name].shape == (n, npix, npix)
+                    assert np.isfinite(fh[name][()]).all()
+                assert fh["lens_params"].shape == (n, 8)
+                assert "provenance" in fh.attrs
+        assert (results / "figures" / f"examples_{lens}.png").stat().st_size > 10_000
+        assert (results / "figures" / f"lens_params_{lens}.png").stat().st_size > 10_000
+    # no source of the test split reaches training, in the stamps and in the simulated pairs
+    from sourcelens.io import read_meta
+
+    ids = {s: set(read_meta(results / "data" / f"stamps_{s}.h5")["source_id"]) for s in ("train", "val", "test")}
+    assert not ids["train"] & ids["test"] and not ids["train"] & ids["val"] and not ids["val"] & ids["test"]
+    pair_ids = set(read_meta(results / "data" / f"pairs_SIE_test.h5")["source_id"])
+    assert pair_ids <= ids["test"]
+    for f in ("filter_table.csv", "filter_table.provenance.json"):
+        assert (results / "tables" / f).exists()
+    for f in ("filter_table.png", "stamps_by_kind.png"):
+        assert (results / "figures" / f).exists()
+    assert list((tmp_path / "logs").rglob("*.log")) and list((tmp_path / "benchmarks").rglob("*.tsv"))
+    # shard files were temporary
+    assert not list((results / "data" / "pairs").rglob("shard_*.h5"))
+
+    # rerunning the simulation rules gives byte-identical arrays
+    before = _arrays(results / "data" / "pairs_SIE_train.h5")
+    sr_before = _arrays(results / "data" / "sr_SIE_noisy_test.h5")
+    res = run_snakemake(tmp_path, "--cores", "2", "--forcerun", "simulate_pairs", "simulate_sr", "stamps",
+                        configs=(REPO / "config" / "tiny.yaml",))
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert _arrays(results / "data" / "pairs_SIE_train.h5") == before
+    assert _arrays(results / "data" / "sr_SIE_noisy_test.h5") == sr_before
+
+    # the report gathers the figures and tables
+    res = run_snakemake(tmp_path, "--report", str(tmp_path / "report.html"), configs=(REPO / "config" / "tiny.yaml",))
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert (tmp_path / "report.html").stat().st_size > 50_000
+
+
+@pytest.mark.slow
+def test_cosmos_sources_through_the_workflow(tmp_path, btk_dir):
+    """Real COSMOS stamps from a RealGalaxyCatalog directory given in the config."""
+    cfg = write_config(tmp_path / "cosmos.yaml", {
+        "sources": {"kinds": ["cosmos"], "cosmos": {"dir": str(btk_dir), "cuts": {"mag_max": 24.0}}},
+    })
+    res = run_snakemake(tmp_path, "--cores", "2", "results/data/stamps_train.h5", "results/figures/filter_table.png",
+                        configs=(REPO / "config" / "tiny.yaml", cfg))
+    assert res.returncode == 0, res.stderr[-4000:]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "results" / "tables" / "filter_table.csv")
+    assert set(table["stage"]) == {"catalogue", "stamps"}
+    assert table.set_index("cut").loc["magnitude", "n_removed"] > 0
+    from sourcelens.io import read_meta
+
+    meta = read_meta(tmp_path / "results" / "data" / "stamps.h5")
+    assert (meta["kind"] == "cosmos").all() and (meta["magnitude"] <= 24.0).all()
+    assert len(meta) == table["n_kept"].iloc[-1]
