@@ -1,0 +1,30 @@
+"""Snakemake script: simulate one shard of lensed/unlensed pairs (study 002) with lenstronomy."""
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: E402
+
+from sourcelens.logs import log_to_file  # noqa: E402
+
+log = log_to_file(snakemake.log[0])
+
+from sourcelens.config import rng_for  # noqa: E402
+from sourcelens.io import provenance, read_dataset, write_dataset  # noqa: E402
+from sourcelens.simulate import pairs_array_attrs, pairs_attrs, simulate_pairs  # noqa: E402
+
+wc = snakemake.wildcards
+params = snakemake.params
+cfg = params.pairs
+rng = rng_for(params.seed, "simulate_pairs", wc.lens, wc.split, wc.shard)
+
+arrays, meta = read_dataset(snakemake.input[0], names=("images",))
+log.info("read %d stamps from %s", len(meta), snakemake.input[0])
+log.info("simulating %d %s pairs for split %s, shard %s", params.n, wc.lens, wc.split, wc.shard)
+out, table = simulate_pairs(arrays["images"], meta, params.n, wc.lens, cfg, rng)
+
+attrs = pairs_attrs(cfg, wc.lens)
+attrs.update(
+    split=wc.split,
+    provenance=provenance(params.config, rule="simulate_pairs", lens=wc.lens, split=wc.split, shard=int(wc.shard)),
+)
+write_dataset(snakemake.output[0], out, table, kind="pairs", attrs=attrs, array_attrs=pairs_array_attrs())
+log.info("wrote %s (%d pairs)", snakemake.output[0], len(table))

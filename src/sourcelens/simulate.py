@@ -1,0 +1,643 @@
+"""Lensing simulations with lenstronomy: lensed/unlensed pairs (study 002) and
+super-resolution pairs (study 001, after DeepLenseSim Model_I).
+
+Conventions
+-----------
+* Angles and positions in arcsec; images in electrons per second per pixel (e-/s/pix, i.e.
+  lenstronomy's flux per pixel); magnitudes with ``magnitude_zero_point`` = magnitude of 1 e-/s.
+* Image grids are centred on the optical axis (0, 0). Array ``img[row, col]`` is at
+  ``x = (col - (N-1)/2) * pixel_scale``, ``y = (row - (N-1)/2) * pixel_scale``: x grows with the
+  column and y with the row (no east-left flip), so a source stamp keeps its orientation when
+  drawn unlensed on the image grid (``origin='lower'`` shows north up).
+* Source stamps are treated as surface-brightness maps (lenstronomy ``INTERPOL``, bilinear) with
+  ``scale`` arcsec per stamp pixel, centred on the source position; the amplitude is set so that
+  the stamp's total flux equals the drawn magnitude's.
+* All random numbers come from the numpy Generator passed in (never numpy's or lenstronomy's
+  global state), so a given seed gives byte-identical outputs.
+
+This module never imports snakemake; the workflow scripts are thin wrappers around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from lenstronomy.Data.pixel_grid import PixelGrid
+from lenstronomy.Data.psf import PSF
+from lenstronomy.ImSim.image_model import ImageModel
+from lenstronomy.LensModel.lens_model import LensModel
+from lenstronomy.LightModel.light_model import LightModel
+from lenstronomy.Util import kernel_util
+
+from .priors import check_prior, sample_prior
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LENS_PARAMETERS",
+    "LENS_MODELS",
+    "SR_LENS_MODELS",
+    "SR_SOURCE_PARAMETERS",
+    "lens_kwargs",
+    "draw_lens_parameters",
+    "make_pixel_grid",
+    "make_psf",
+    "magnitude_to_counts",
+    "add_noise",
+    "LensedImageRenderer",
+    "check_stamps",
+    "simulate_pairs",
+    "simulate_sr",
+    "pairs_attrs",
+    "pairs_array_attrs",
+    "sr_attrs",
+    "sr_array_attrs",
+]
+
+#: The 8 lens parameters of study 002 (theta_E, centres in arcsec; the others dimensionless).
+LENS_PARAMETERS: tuple[str, ...] = ("theta_E", "gamma", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
+#: Main-deflector models and the lens parameters each one draws (the others are fixed).
+LENS_MODELS: dict[str, tuple[str, ...]] = {
+    "SIS": ("theta_E", "center_x", "center_y", "gamma1", "gamma2"),
+    "SIE": ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2"),
+    "EPL": LENS_PARAMETERS,
+}
+#: Values of the parameters a model does not draw.
+_FIXED_LENS_VALUES = {"gamma": 2.0, "e1": 0.0, "e2": 0.0, "gamma1": 0.0, "gamma2": 0.0}
+SR_LENS_MODELS: tuple[str, ...] = ("SIS", "SIE")
+#: Source parameters drawn for the super-resolution datasets (in this order).
+SR_SOURCE_PARAMETERS: tuple[str, ...] = (
+    "source_R_sersic", "source_n_sersic", "source_e1", "source_e2", "source_x", "source_y", "source_magnitude",
+)
+UNITS = "e-/s per pixel"
+COORDINATES = (
+    "grid centred on (0, 0) arcsec; img[row, col] at x=(col-(N-1)/2)*pixel_scale, "
+    "y=(row-(N-1)/2)*pixel_scale (x grows with column, y with row; no east-left flip)"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Lens models and parameters
+# --------------------------------------------------------------------------------------------
+def _check_lens_model(lens_model: str, allowed: Sequence[str] = tuple(LENS_MODELS)) -> str:
+    if lens_model not in allowed:
+        raise ValueError(f"unknown lens model {lens_model!r}; allowed: {', '.join(allowed)}")
+    return lens_model
+
+
+def lens_kwargs(
+    lens_model: str, params: Mapping[str, float], with_shear: bool = True
+) -> tuple[list[str], list[dict[str, float]]]:
+    """lenstronomy ``(lens_model_list, kwargs_lens)`` for a main deflector plus external shear.
+
+    ``params`` holds the LENS_PARAMETERS (arcsec for theta_E and centres). SIS uses theta_E and
+    the centre; SIE adds e1, e2; EPL adds gamma. 'SHEAR' (gamma1, gamma2, ra_0 = dec_0 = 0) is
+    appended unless ``with_shear`` is False.
+    """
+    _check_lens_model(lens_model)
+    p = {k: float(v) for k, v in params.items()}
+    main = {"theta_E": p["theta_E"], "center_x": p["center_x"], "center_y": p["center_y"]}
+    if lens_model in ("SIE", "EPL"):
+        main["e1"] = p["e1"]
+        main["e2"] = p["e2"]
+    if lens_model == "EPL":
+        main["gamma"] = p["gamma"]
+    models, kwargs = [lens_model], [main]
+    if with_shear:
+        models.append("SHEAR")
+        kwargs.append({"gamma1": p["gamma1"], "gamma2": p["gamma2"], "ra_0": 0.0, "dec_0": 0.0})
+    return models, kwargs
+
+
+def draw_lens_parameters(
+    lens_model: str, priors: Mapping[str, Any], rng: np.random.Generator, n: int
+) -> pd.DataFrame:
+    """Draw ``n`` sets of the 8 LENS_PARAMETERS (columns, in that order) from ``priors``.
+
+    Only the parameters the model uses are drawn (in LENS_PARAMETERS order); the others get
+    gamma = 2, e1 = e2 = 0 (SIS), and gamma = 2 (SIE). A prior missing from ``priors`` for a
+    drawn parameter is an error, except gamma1/gamma2 which default to 0 (no shear).
+    """
+    _check_lens_model(lens_model)
+    drawn = LENS_MODELS[lens_model]
+    cols: dict[str, np.ndarray] = {}
+    for name in LENS_PARAMETERS:
+        if name in drawn:
+            if name in priors:
+                spec = priors[name]
+            elif name in ("gamma1", "gamma2"):
+                spec = 0.0
+            else:
+                raise ValueError(f"prior for lens parameter '{name}' is missing (needed by {lens_model})")
+            cols[name] = sample_prior(spec, rng, n, name=name)
+        else:
+            cols[name] = np.full(n, _FIXED_LENS_VALUES[name])
+    return pd.DataFrame(cols, columns=list(LENS_PARAMETERS))
+
+
+# --------------------------------------------------------------------------------------------
+# Grid, PSF, noise
+# --------------------------------------------------------------------------------------------
+def make_pixel_grid(num_pix: int, pixel_scale: float) -> PixelGrid:
+    """A ``num_pix``² lenstronomy PixelGrid of ``pixel_scale`` arcsec centred on (0, 0), x along columns."""
+    s = float(pixel_scale)
+    origin = -(num_pix - 1) / 2.0 * s
+    return PixelGrid(
+        nx=int(num_pix), ny=int(num_pix), transform_pix2angle=np.array([[s, 0.0], [0.0, s]]),
+        ra_at_xy_0=origin, dec_at_xy_0=origin,
+    )
+
+
+def _moffat_kernel(fwhm: float, beta: float, pixel_scale: float, oversample: int = 7) -> np.ndarray:
+    """Pixel-integrated Moffat kernel (odd size, unit sum) at ``pixel_scale`` arcsec per pixel."""
+    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    # Radius enclosing all but 1e-4 of the flux: 1 - (1 + r²/alpha²)^(1-beta) = 1 - 1e-4.
+    r_max = alpha * np.sqrt(1e-4 ** (1.0 / (1.0 - beta)) - 1.0)
+    half = int(np.clip(np.ceil(r_max / pixel_scale), 2, 60))
+    n = 2 * half + 1
+    sub = (np.arange(n * oversample) + 0.5) / oversample - n / 2.0  # sub-pixel centres, pixels
+    xx, yy = np.meshgrid(sub * pixel_scale, sub * pixel_scale)
+    prof = (1.0 + (xx**2 + yy**2) / alpha**2) ** (-beta)
+    kernel = prof.reshape(n, oversample, n, oversample).sum(axis=(1, 3))
+    return kernel / kernel.sum()
+
+
+def _load_kernel(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"psf kernel_file not found: {path}")
+    if path.suffix == ".npy":
+        kernel = np.load(path)
+    else:
+        from astropy.io import fits
+
+        kernel = fits.getdata(path, ext=0)
+    kernel = np.asarray(kernel, dtype=float)
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+        raise ValueError(f"psf kernel_file {path}: need a square kernel of odd size, got shape {kernel.shape}")
+    if not np.all(np.isfinite(kernel)) or kernel.sum() <= 0:
+        raise ValueError(f"psf kernel_file {path}: kernel has non-finite values or a non-positive sum")
+    return kernel / kernel.sum()
+
+
+def make_psf(psf_cfg: Mapping[str, Any], pixel_scale: float, kernel_subgrid: int = 1) -> PSF:
+    """A lenstronomy PSF for an image of ``pixel_scale`` arcsec per pixel.
+
+    ``psf_cfg`` is the schema's ``definitions/psf``: GAUSSIAN (``fwhm_arcsec``), MOFFAT
+    (``fwhm_arcsec``, ``moffat_beta``; a pixel-integrated kernel built here), PIXEL (kernel from
+    ``kernel_file``, FITS or .npy, sampled at ``pixel_scale * kernel_subgrid``; for
+    ``kernel_subgrid`` > 1 it is resampled finer with lenstronomy's ``subgrid_kernel``) or NONE.
+    """
+    kind = str(psf_cfg.get("type", "GAUSSIAN")).upper()
+    fwhm = float(psf_cfg.get("fwhm_arcsec", 0.1))
+    if kind == "NONE":
+        return PSF(psf_type="NONE")
+    if kind == "GAUSSIAN":
+        return PSF(psf_type="GAUSSIAN", fwhm=fwhm, pixel_size=float(pixel_scale), truncation=5)
+    if kind == "MOFFAT":
+        kernel = _moffat_kernel(fwhm, float(psf_cfg.get("moffat_beta", 3.0)), float(pixel_scale))
+        return PSF(psf_type="PIXEL", kernel_point_source=kernel)
+    if kind == "PIXEL":
+        if not psf_cfg.get("kernel_file"):
+            raise ValueError("psf type PIXEL needs 'kernel_file'")
+        kernel = _load_kernel(psf_cfg["kernel_file"])
+        if kernel_subgrid > 1:
+            kernel = kernel_util.subgrid_kernel(kernel, int(kernel_subgrid), odd=True)
+            kernel = kernel / kernel.sum()
+        return PSF(psf_type="PIXEL", kernel_point_source=kernel)
+    raise ValueError(f"unknown psf type {kind!r}; allowed: GAUSSIAN, MOFFAT, PIXEL, NONE")
+
+
+def magnitude_to_counts(magnitude: float | np.ndarray, zero_point: float) -> float | np.ndarray:
+    """Total flux in e-/s of a source of ``magnitude`` (zero point: magnitude of 1 e-/s)."""
+    return 10.0 ** (-0.4 * (np.asarray(magnitude, dtype=float) - float(zero_point)))
+
+
+def add_noise(
+    noiseless: np.ndarray, noise_cfg: Mapping[str, Any], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy image and per-pixel sigma map (both e-/s per pixel, float64).
+
+    Poisson noise of the counts ``noiseless * exposure_time_s`` (negative model pixels count as
+    zero; if ``poisson``) plus Gaussian ``background_rms``. sigma = sqrt(background_rms² +
+    max(noiseless, 0) / exposure_time_s). Uses only ``rng``; always the same number of draws.
+    """
+    t = float(noise_cfg.get("exposure_time_s", 1000.0))
+    bg = float(noise_cfg.get("background_rms", 0.01))
+    img = np.asarray(noiseless, dtype=float)
+    positive = np.clip(img, 0.0, None)
+    noisy = img.copy()
+    var = np.full(img.shape, bg**2)
+    if noise_cfg.get("poisson", True):
+        counts = positive * t
+        noisy += (rng.poisson(counts) - counts) / t
+        var += positive / t
+    noisy += rng.normal(0.0, 1.0, img.shape) * bg
+    return noisy, np.sqrt(var)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+class LensedImageRenderer:
+    """lenstronomy ImageModel objects built once (grid, PSF, lens-model list, source model) and
+    reused for many samples with different kwargs.
+
+    ``render(kwargs_lens, kwargs_source)`` gives the PSF-convolved lensed image and the unlensed
+    source on the same grid (no PSF), in e-/s per pixel.
+    """
+
+    def __init__(
+        self,
+        num_pix: int,
+        pixel_scale: float,
+        lens_model_list: Sequence[str],
+        source_model: str,
+        psf: PSF,
+        supersampling: int = 1,
+    ) -> None:
+        self.grid = make_pixel_grid(num_pix, pixel_scale)
+        self.lens_model = LensModel(lens_model_list=list(lens_model_list))
+        self.source_model = LightModel(light_model_list=[source_model])
+        self.kwargs_numerics = {"supersampling_factor": int(supersampling), "supersampling_convolution": False}
+        self.image_model = ImageModel(
+            data_class=self.grid, psf_class=psf, lens_model_class=self.lens_model,
+            source_model_class=self.source_model, kwargs_numerics=self.kwargs_numerics,
+        )
+        self._interpol = source_model == "INTERPOL"
+
+    def render(
+        self, kwargs_lens: list[dict], kwargs_source: list[dict], psf: bool = True, unlensed: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(lensed image, unlensed source or None); ``psf=False`` skips the convolution of the lensed image."""
+        if self._interpol:
+            # INTERPOL caches its interpolator of the last image: clear it for a new stamp.
+            self.source_model.delete_interpol_caches()
+        lensed = self.image_model.image(kwargs_lens=kwargs_lens, kwargs_source=kwargs_source, unconvolved=not psf)
+        source = None
+        if unlensed:
+            source = self.image_model.source_surface_brightness(kwargs_source, de_lensed=True, unconvolved=True)
+        return lensed, source
+
+
+def check_stamps(images: np.ndarray, meta: pd.DataFrame) -> None:
+    """ValueError naming the source_id of any stamp that is not finite or is all zero."""
+    if images.ndim != 3:
+        raise ValueError(f"stamps must be an (M, S, S) array, got shape {images.shape}")
+    if len(meta) != len(images):
+        raise ValueError(f"{len(images)} stamps but {len(meta)} metadata rows")
+    finite = np.isfinite(images).all(axis=(1, 2))
+    nonzero = (images != 0).any(axis=(1, 2))
+    positive = np.where(finite, images.sum(axis=(1, 2), dtype=float), 0.0) > 0
+    for i in np.flatnonzero(~(finite & nonzero & positive)):
+        sid = meta["source_id"].iloc[i] if "source_id" in meta else i
+        why = "NaN/inf values" if not finite[i] else ("all zero" if not nonzero[i] else "non-positive total flux")
+        raise ValueError(f"source stamp {i} (source_id {sid!r}) is unusable: {why}")
+
+
+def _interpol_kwargs(stamp: np.ndarray, scale: float, flux: float, x: float, y: float) -> dict[str, Any]:
+    """INTERPOL kwargs so that ``stamp`` (surface brightness, any units) has total flux ``flux``."""
+    amp = flux / (float(np.sum(stamp, dtype=float)) * scale**2)
+    return {"image": stamp, "amp": amp, "center_x": float(x), "center_y": float(y), "phi_G": 0.0, "scale": float(scale)}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    return tqdm(total=total, desc=desc, disable=not enabled, mininterval=2.0, ascii=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Study 002: lensed / unlensed pairs
+# --------------------------------------------------------------------------------------------
+def simulate_pairs(
+    images: np.ndarray,
+    meta: pd.DataFrame,
+    n: int,
+    lens_model: str,
+    cfg: Mapping[str, Any],
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Simulate ``n`` lensed/unlensed pairs from galaxy stamps (``cfg`` = ``simulate.pairs``).
+
+    ``images``: (M, S, S) peak-normalised stamps; ``meta``: their table (``source_id``, ``kind``).
+    Stamps are drawn uniformly with replacement. Random draws, in order: stamp indices, lens
+    parameters (LENS_PARAMETERS order), source x, source y, magnitudes, then per sample the noise.
+
+    Returns arrays (float32, object index first; images e-/s per pixel)
+    ``lensed`` (noisy), ``lensed_noiseless``, ``source`` (unlensed, no PSF), ``noise_sigma``
+    (num_pix², e-/s per pixel) and ``lens_params`` (n, 8; LENS_PARAMETERS order), and the table
+    (``source_id``, ``kind``, ``stamp_index``, ``lens_model``, the 8 parameters, ``source_x``,
+    ``source_y`` (arcsec), ``source_magnitude``).
+    """
+    _check_lens_model(lens_model)
+    images = np.asarray(images)
+    check_stamps(images, meta)
+    n = int(n)
+    num_pix = int(cfg["num_pix"])
+    if n > 0 and len(images) == 0:
+        raise ValueError("no source stamps to simulate pairs from")
+
+    idx = rng.integers(0, len(images), size=n) if n > 0 else np.zeros(0, dtype=int)
+    params = draw_lens_parameters(lens_model, cfg["priors"], rng, n)
+    src_x = sample_prior(cfg["source_offset_arcsec"], rng, n, name="source_offset_arcsec")
+    src_y = sample_prior(cfg["source_offset_arcsec"], rng, n, name="source_offset_arcsec")
+    mag_lo, mag_hi = (float(v) for v in cfg["source_magnitude"])
+    if mag_lo > mag_hi:
+        raise ValueError(f"source_magnitude range [{mag_lo:g}, {mag_hi:g}] is reversed")
+    mags = rng.uniform(mag_lo, mag_hi, n)
+    fluxes = magnitude_to_counts(mags, cfg["magnitude_zero_point"])
+
+    lens_list, _ = lens_kwargs(lens_model, dict.fromkeys(LENS_PARAMETERS, 0.0))
+    renderer = LensedImageRenderer(
+        num_pix, float(cfg["pixel_scale_arcsec"]), lens_list, "INTERPOL",
+        make_psf(cfg.get("psf", {}), float(cfg["pixel_scale_arcsec"])), int(cfg.get("supersampling", 1)),
+    )
+    scale = float(cfg["source_pixel_scale_arcsec"])
+    noise_cfg = cfg.get("noise", {})
+
+    shape = (n, num_pix, num_pix)
+    out = {k: np.empty(shape, dtype=np.float32) for k in ("lensed", "lensed_noiseless", "source", "noise_sigma")}
+    stamps64 = images.astype(float)
+    records = params.to_dict("records")
+    with _progress(n, f"simulate_pairs {lens_model}", progress) as bar:
+        for i in range(n):
+            _, kw_lens = lens_kwargs(lens_model, records[i])
+            kw_src = [_interpol_kwargs(stamps64[idx[i]], scale, fluxes[i], src_x[i], src_y[i])]
+            lensed, source = renderer.render(kw_lens, kw_src)
+            noisy, sigma = add_noise(lensed, noise_cfg, rng)
+            out["lensed_noiseless"][i] = lensed
+            out["lensed"][i] = noisy
+            out["source"][i] = source
+            out["noise_sigma"][i] = sigma
+            bar.update()
+    out["lens_params"] = params[list(LENS_PARAMETERS)].to_numpy(dtype=np.float32)
+
+    table = pd.DataFrame({
+        "source_id": meta["source_id"].to_numpy()[idx].astype(str) if n else np.array([], dtype=object),
+        "kind": (meta["kind"].to_numpy()[idx].astype(str) if "kind" in meta else np.full(n, "unknown"))
+        if n else np.array([], dtype=object),
+        "stamp_index": idx.astype(np.int64),
+        "lens_model": np.full(n, lens_model, dtype=object),
+    })
+    for name in LENS_PARAMETERS:
+        table[name] = params[name].to_numpy(dtype=float)
+    table["source_x"] = src_x
+    table["source_y"] = src_y
+    table["source_magnitude"] = mags
+    table["source_id"] = table["source_id"].astype(object)
+    table["kind"] = table["kind"].astype(object)
+    return out, table
+
+
+def _psf_description(psf_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    kind = str(psf_cfg.get("type", "GAUSSIAN")).upper()
+    desc: dict[str, Any] = {"type": kind}
+    if kind in ("GAUSSIAN", "MOFFAT"):
+        desc["fwhm_arcsec"] = float(psf_cfg.get("fwhm_arcsec", 0.1))
+    if kind == "MOFFAT":
+        desc["moffat_beta"] = float(psf_cfg.get("moffat_beta", 3.0))
+    if kind == "PIXEL":
+        desc["kernel_file"] = str(psf_cfg.get("kernel_file"))
+    return desc
+
+
+def pairs_attrs(cfg: Mapping[str, Any], lens_model: str) -> dict[str, Any]:
+    """Root attributes of a pairs dataset (``cfg`` = ``simulate.pairs``)."""
+    return {
+        "description": f"Lensed/unlensed source pairs (study 002), lenstronomy {lens_model} + external shear",
+        "simulator": "lenstronomy",
+        "lens_model": lens_model,
+        "lens_model_list": lens_kwargs(lens_model, dict.fromkeys(LENS_PARAMETERS, 0.0))[0],
+        "lens_parameters": list(LENS_PARAMETERS),
+        "num_pix": int(cfg["num_pix"]),
+        "pixel_scale_arcsec": float(cfg["pixel_scale_arcsec"]),
+        "source_pixel_scale_arcsec": float(cfg["source_pixel_scale_arcsec"]),
+        "source_profile": "INTERPOL (bilinear) of the galaxy stamp, total flux from source_magnitude",
+        "supersampling": int(cfg.get("supersampling", 1)),
+        "psf": _psf_description(cfg.get("psf", {})),
+        "noise": dict(cfg.get("noise", {})),
+        "magnitude_zero_point": float(cfg["magnitude_zero_point"]),
+        "units": UNITS,
+        "coordinates": COORDINATES,
+        "truth_convention": "source: unlensed source on the image grid, no PSF, no noise; "
+                            "lensed_noiseless: lensed and PSF-convolved; lensed: plus noise",
+    }
+
+
+def pairs_array_attrs() -> dict[str, dict[str, str]]:
+    """Per-array ``units``/``description`` attributes of a pairs dataset."""
+    return {
+        "lensed": {"units": UNITS, "description": "lensed source, PSF-convolved, with noise"},
+        "lensed_noiseless": {"units": UNITS, "description": "lensed source, PSF-convolved, no noise"},
+        "source": {"units": UNITS, "description": "unlensed source on the image grid, no PSF, no noise"},
+        "noise_sigma": {"units": UNITS, "description": "per-pixel noise sigma of `lensed`"},
+        "lens_params": {"units": "arcsec (theta_E, center_x, center_y); dimensionless otherwise",
+                        "description": "columns: " + ", ".join(LENS_PARAMETERS)},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Study 001: super-resolution pairs
+# --------------------------------------------------------------------------------------------
+def _half_light_radius_pix(stamp: np.ndarray) -> float:
+    """Half-light radius (stamp pixels) about the flux-weighted centroid, positive pixels only."""
+    img = np.clip(np.asarray(stamp, dtype=float), 0.0, None)
+    yy, xx = np.indices(img.shape)
+    total = img.sum()
+    cx, cy = (img * xx).sum() / total, (img * yy).sum() / total
+    r = np.hypot(xx - cx, yy - cy).ravel()
+    order = np.argsort(r, kind="stable")
+    cum = np.cumsum(img.ravel()[order])
+    return float(max(r[order][np.searchsorted(cum, 0.5 * total)], 0.5))
+
+
+def simulate_sr(
+    n: int,
+    lens_model: str,
+    noise_variant: str,
+    cfg: Mapping[str, Any],
+    rng: np.random.Generator,
+    images: np.ndarray | None = None,
+    meta: pd.DataFrame | None = None,
+    id_prefix: str = "sersic",
+    hr_psf: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Simulate ``n`` super-resolution pairs (``cfg`` = ``simulate.sr``; DeepLenseSim Model_I-like).
+
+    Same lens (SIS or SIE, no shear) and source on a low-resolution grid (``low_res_num_pix`` at
+    ``low_res_pixel_scale_arcsec``) and a ``factor``× finer high-resolution grid of the same field.
+    Each grid is rendered by lenstronomy with a PSF of the same FWHM in arcsec; the low-res image
+    is supersampled ``factor × supersampling`` (the same sub-pixel sampling as the high-res
+    image, ``supersampling``). ``noise_variant`` 'noisy' adds ``cfg['noise']`` to the low-res
+    image only; the high-res truth is noiseless and, with ``hr_psf`` (default), PSF-convolved (the
+    task is super-resolution, not deconvolution).
+
+    Source ``cfg['source']``: 'sersic' (SERSIC_ELLIPSE from the source_* priors; ids
+    ``f"{id_prefix}-{i:06d}"``) or 'stamps' (INTERPOL of ``images`` drawn with replacement,
+    scaled so the stamp's half-light radius equals the drawn ``source_R_sersic``; ids from
+    ``meta``). Random draws, in order: stamp indices (stamps only), the source parameters
+    (SR_SOURCE_PARAMETERS order), the lens parameters, then per sample the noise (noisy only), so
+    the noiseless and noisy variants of one seed share their scenes.
+
+    Returns arrays (float32; e-/s per pixel) ``low_res``, ``low_res_noiseless``, ``high_res``,
+    ``noise_sigma`` (low-res grid; zeros for 'noiseless'), ``source_high_res`` (unlensed, no PSF)
+    and ``lens_params`` (n, 8; gamma = 2, shear 0), and the table.
+    """
+    _check_lens_model(lens_model, SR_LENS_MODELS)
+    if noise_variant not in ("noiseless", "noisy"):
+        raise ValueError(f"unknown noise variant {noise_variant!r}; allowed: noiseless, noisy")
+    source_kind = cfg.get("source", "sersic")
+    if source_kind not in ("sersic", "stamps"):
+        raise ValueError(f"unknown sr source {source_kind!r}; allowed: sersic, stamps")
+    n = int(n)
+    factor = int(cfg["factor"])
+    lr_pix, lr_scale = int(cfg["low_res_num_pix"]), float(cfg["low_res_pixel_scale_arcsec"])
+    hr_pix, hr_scale = lr_pix * factor, lr_scale / factor
+    ss = int(cfg.get("supersampling", 1))
+    priors = cfg["priors"]
+
+    if source_kind == "stamps":
+        if images is None or meta is None:
+            raise ValueError("sr source 'stamps' needs the stamp images and their metadata")
+        images = np.asarray(images)
+        check_stamps(images, meta)
+        if n > 0 and len(images) == 0:
+            raise ValueError("no source stamps to simulate from")
+        idx = rng.integers(0, len(images), size=n) if n > 0 else np.zeros(0, dtype=int)
+    else:
+        idx = np.full(n, -1, dtype=np.int64)
+    src = {name: sample_prior(priors[name], rng, n, name=name) for name in SR_SOURCE_PARAMETERS}
+    lens_priors = {k: priors[k] for k in ("theta_E", "e1", "e2", "center_x", "center_y") if k in priors}
+    lens_priors.update(gamma=2.0, gamma1=0.0, gamma2=0.0)
+    params = draw_lens_parameters(lens_model, lens_priors, rng, n)
+    fluxes = magnitude_to_counts(src["source_magnitude"], cfg["magnitude_zero_point"])
+
+    psf_cfg = cfg.get("psf", {})
+    lens_list = [lens_model]
+    light = "INTERPOL" if source_kind == "stamps" else "SERSIC_ELLIPSE"
+    lr = LensedImageRenderer(lr_pix, lr_scale, lens_list, light, make_psf(psf_cfg, lr_scale), factor * ss)
+    hr = LensedImageRenderer(hr_pix, hr_scale, lens_list, light, make_psf(psf_cfg, hr_scale, factor), ss)
+    noise_cfg = cfg.get("noise", {})
+
+    out = {
+        "low_res": np.empty((n, lr_pix, lr_pix), np.float32),
+        "low_res_noiseless": np.empty((n, lr_pix, lr_pix), np.float32),
+        "high_res": np.empty((n, hr_pix, hr_pix), np.float32),
+        "noise_sigma": np.zeros((n, lr_pix, lr_pix), np.float32),
+        "source_high_res": np.empty((n, hr_pix, hr_pix), np.float32),
+    }
+    stamp_scale = np.full(n, np.nan)
+    records = params.to_dict("records")
+    with _progress(n, f"simulate_sr {lens_model} {noise_variant}", progress) as bar:
+        for i in range(n):
+            _, kw_lens = lens_kwargs(lens_model, records[i], with_shear=False)
+            if source_kind == "stamps":
+                stamp = images[idx[i]].astype(float)
+                stamp_scale[i] = src["source_R_sersic"][i] / _half_light_radius_pix(stamp)
+                kw_src = [_interpol_kwargs(stamp, stamp_scale[i], fluxes[i], src["source_x"][i], src["source_y"][i])]
+            else:
+                kw = {"amp": 1.0, "R_sersic": src["source_R_sersic"][i], "n_sersic": src["source_n_sersic"][i],
+                      "e1": src["source_e1"][i], "e2": src["source_e2"][i],
+                      "center_x": src["source_x"][i], "center_y": src["source_y"][i]}
+                kw["amp"] = fluxes[i] / hr.source_model.total_flux([kw])[0]
+                kw_src = [kw]
+            lo, _ = lr.render(kw_lens, kw_src, unlensed=False)
+            hi, source_hr = hr.render(kw_lens, kw_src, psf=hr_psf)
+            out["low_res_noiseless"][i] = lo
+            out["high_res"][i] = hi
+            out["source_high_res"][i] = source_hr
+            if noise_variant == "noisy":
+                noisy, sigma = add_noise(lo, noise_cfg, rng)
+                out["low_res"][i] = noisy
+                out["noise_sigma"][i] = sigma
+            else:
+                out["low_res"][i] = lo
+            bar.update()
+    out["lens_params"] = params[list(LENS_PARAMETERS)].to_numpy(dtype=np.float32)
+
+    if source_kind == "stamps":
+        ids = meta["source_id"].to_numpy()[idx].astype(str) if n else np.array([], dtype=str)
+        kinds = meta["kind"].to_numpy()[idx].astype(str) if ("kind" in meta and n) else np.full(n, "unknown")
+    else:
+        ids = np.array([f"{id_prefix}-{i:06d}" for i in range(n)], dtype=object)
+        kinds = np.full(n, "sersic", dtype=object)
+    table = pd.DataFrame({
+        "source_id": np.asarray(ids, dtype=object),
+        "kind": np.asarray(kinds, dtype=object),
+        "stamp_index": idx.astype(np.int64),
+        "lens_model": np.full(n, lens_model, dtype=object),
+    })
+    for name in LENS_PARAMETERS:
+        table[name] = params[name].to_numpy(dtype=float)
+    for name in SR_SOURCE_PARAMETERS:
+        table[name] = src[name]
+    if source_kind == "stamps":
+        # For stamps, source_R_sersic is the stamp's half-light radius on the sky; the Sérsic
+        # shape parameters were drawn (keeping the random stream aligned) but not used.
+        for name in ("source_n_sersic", "source_e1", "source_e2"):
+            table[name] = np.nan
+    table["source_pixel_scale_arcsec"] = stamp_scale
+    return out, table
+
+
+def sr_attrs(cfg: Mapping[str, Any], lens_model: str, noise_variant: str, hr_psf: bool = True) -> dict[str, Any]:
+    """Root attributes of a super-resolution dataset (``cfg`` = ``simulate.sr``)."""
+    factor = int(cfg["factor"])
+    lr_pix, lr_scale = int(cfg["low_res_num_pix"]), float(cfg["low_res_pixel_scale_arcsec"])
+    ss = int(cfg.get("supersampling", 1))
+    return {
+        "description": f"Super-resolution pairs (study 001, DeepLenseSim Model_I-like), lenstronomy {lens_model}, "
+                       f"{noise_variant} low-resolution images",
+        "simulator": "lenstronomy",
+        "lens_model": lens_model,
+        "lens_model_list": [lens_model],
+        "lens_parameters": list(LENS_PARAMETERS),
+        "noise_variant": noise_variant,
+        "source": cfg.get("source", "sersic"),
+        "factor": factor,
+        "low_res_num_pix": lr_pix,
+        "low_res_pixel_scale_arcsec": lr_scale,
+        "high_res_num_pix": lr_pix * factor,
+        "high_res_pixel_scale_arcsec": lr_scale / factor,
+        "field_of_view_arcsec": lr_pix * lr_scale,
+        "supersampling": ss,
+        "low_res_supersampling": ss * factor,
+        "psf": _psf_description(cfg.get("psf", {})),
+        "noise": dict(cfg.get("noise", {})) if noise_variant == "noisy" else {},
+        "magnitude_zero_point": float(cfg["magnitude_zero_point"]),
+        "units": UNITS,
+        "coordinates": COORDINATES,
+        "high_res_psf_convolved": bool(hr_psf),
+        "truth_convention": (
+            "high_res: noiseless, convolved with the same PSF (same FWHM in arcsec) as low_res, so the "
+            "task is super-resolution, not deconvolution" if hr_psf else
+            "high_res: noiseless and not PSF-convolved (super-resolution plus deconvolution)"
+        ) + "; source_high_res: unlensed source on the high-res grid, no PSF",
+    }
+
+
+def sr_array_attrs(hr_psf: bool = True) -> dict[str, dict[str, str]]:
+    """Per-array ``units``/``description`` attributes of a super-resolution dataset."""
+    return {
+        "low_res": {"units": UNITS, "description": "low-resolution lensed image, PSF-convolved (noisy for 'noisy')"},
+        "low_res_noiseless": {"units": UNITS, "description": "low-resolution lensed image, PSF-convolved, no noise"},
+        "high_res": {"units": UNITS, "description": "high-resolution lensed image, no noise"
+                     + (", PSF-convolved" if hr_psf else ", no PSF")},
+        "noise_sigma": {"units": UNITS, "description": "per-pixel noise sigma of low_res (zeros when noiseless)"},
+        "source_high_res": {"units": UNITS, "description": "unlensed source on the high-res grid, no PSF"},
+        "lens_params": {"units": "arcsec (theta_E, center_x, center_y); dimensionless otherwise",
+                        "description": "columns: " + ", ".join(LENS_PARAMETERS)},
+    }
+
+
+def validate_priors(priors: Mapping[str, Any]) -> None:
+    """Check every prior spec in ``priors`` (ValueError naming the bad one)."""
+    for name, spec in priors.items():
+        check_prior(spec, name)
