@@ -16,7 +16,7 @@ attrs = read_attrs(snakemake.input[0])
 images, out_meta = augment(arrays["images"], meta, snakemake.params.augment, rng_for(snakemake.params.seed, "augment"))
 log.info("augmented %d stamps into %d", len(meta), len(out_meta))
 attrs.pop("kind"), attrs.pop("layout_version")
-attrs["provenance"] = provenance(snakemake.params.config, rule="augment")
+attrs["provenance"] = provenance(snakemake.config, rule="augment")
 attrs["description"] = "augmented galaxy stamps (copies keep their parent's source_id)"
 write_dataset(snakemake.output[0], {"images": images}, out_meta, kind="stamps", attrs=attrs,
               array_attrs={"images": {"units": "as in stamps.h5"}})

@@ -20,7 +20,7 @@ check_no_leakage(metas)
 for split, out in zip(SPLITS, snakemake.output):
     rows = metas[split].index.to_numpy()
     log.info("%s: %d stamps of %d sources", split, len(rows), metas[split]["source_id"].nunique())
-    attrs["provenance"] = provenance(snakemake.params.config, rule="split", split=split)
+    attrs["provenance"] = provenance(snakemake.config, rule="split", split=split)
     attrs["split"] = split
     write_dataset(out, {"images": arrays["images"][rows]}, metas[split].reset_index(drop=True),
                   kind="stamps", attrs=attrs, array_attrs={"images": {"units": "as in stamps.h5"}})

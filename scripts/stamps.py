@@ -32,7 +32,7 @@ catalogue_table = pd.read_csv(snakemake.input.table)
 table = pd.concat([catalogue_table, stamp_table], ignore_index=True) if len(catalogue_table) else stamp_table
 log.info("%d stamps: %s", len(meta), meta["kind"].value_counts().to_dict())
 
-record = provenance(snakemake.params.config, rule="stamps")
+record = provenance(snakemake.config, rule="stamps")
 write_dataset(
     snakemake.output.stamps, {"images": images}, meta, kind="stamps",
     attrs={"provenance": record, "size": stamp_cfg["size"], "normalisation": stamp_cfg["normalisation"],

@@ -33,7 +33,6 @@ rule stamps:
     params:
         sources=config["sources"],
         stamps=config["stamps"],
-        config=config,
         seed=config["seed"],
     log:
         "logs/stamps.log",
@@ -52,7 +51,6 @@ rule augment:
         "results/data/stamps_augmented.h5",
     params:
         augment=config["augment"],
-        config=config,
         seed=config["seed"],
     log:
         "logs/augment.log",
@@ -71,7 +69,6 @@ rule split:
         expand("results/data/stamps_{split}.h5", split=SPLITS),
     params:
         fractions=config["split"]["fractions"],
-        config=config,
         seed=config["seed"],
     log:
         "logs/split.log",

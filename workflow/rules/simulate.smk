@@ -9,7 +9,6 @@ rule simulate_pairs:
     params:
         pairs=config["simulate"]["pairs"],
         n=lambda wc: shard_count(config["simulate"]["pairs"]["n_samples"][wc.split], wc.shard),
-        config=config,
         seed=config["seed"],
     log:
         "logs/simulate_pairs/{lens}_{split}_{shard}.log",
@@ -44,7 +43,6 @@ rule simulate_sr:
     params:
         sr=config["simulate"]["sr"],
         n=lambda wc: shard_count(config["simulate"]["sr"]["n_samples"][wc.split], wc.shard),
-        config=config,
         seed=config["seed"],
     log:
         "logs/simulate_sr/{lens}_{noise}_{split}_{shard}.log",
