@@ -206,12 +206,22 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix)."""
+def save_figure(fig, path: str | Path, dpi: int = 120, provenance: Mapping[str, Any] | None = None) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix).
+
+    A provenance record, if given, is embedded as JSON in the PNG/PDF metadata (``Description``
+    for PNG, ``Subject`` for PDF): ``PIL.Image.open(path).info["Description"]`` reads it back.
+    """
     path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    metadata: dict[str, Any] = {}
+    if fmt in ("png", "pdf"):
+        metadata["Creator" if fmt == "pdf" else "Software"] = (
+            f"sourcelens {package_versions(('sourcelens',)).get('sourcelens', '')}")
+        if provenance is not None:
+            metadata["Subject" if fmt == "pdf" else "Description"] = json.dumps(provenance, default=str)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png",
-                    metadata={"Software": f"sourcelens {package_versions(('sourcelens',)).get('sourcelens', '')}"})
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt, metadata=metadata or None)
     return path
 
 
