@@ -1,0 +1,19 @@
+"""Figure of the source selection: galaxies kept/removed by each cut, and the filter table."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from sourcelens.logs import log_to_file
+
+log = log_to_file(snakemake.log[0])
+
+import pandas as pd
+
+from sourcelens import plots
+from sourcelens.io import save_figure
+
+table = pd.read_csv(snakemake.input[0])
+log.info("filter table %s: %d cuts", snakemake.input[0], len(table))
+fig = plots.filter_table_figure(table)
+save_figure(fig, snakemake.output[0])
+log.info("wrote %s", snakemake.output[0])

@@ -1,0 +1,41 @@
+"""Figure of test-set lensing examples: source, noiseless lensed image, noisy lensed image."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from sourcelens.logs import log_to_file
+
+log = log_to_file(snakemake.log[0])
+
+import numpy as np
+
+from sourcelens import plots
+from sourcelens.io import read_attrs, read_dataset, read_meta, save_figure
+
+path = snakemake.input[0]
+lens = snakemake.wildcards.lens
+n_total = len(read_meta(path))
+n = min(int(snakemake.params.n_examples), n_total)
+# evenly spaced through the file: deterministic, and spans the shards
+index = np.unique(np.linspace(0, n_total - 1, n).round().astype(int))
+arrays, meta = read_dataset(
+    path, names=("source", "lensed_noiseless", "lensed", "noise_sigma", "lens_params"), index=index
+)
+attrs = read_attrs(path)
+pixel_scale = float(attrs.get("pixel_scale_arcsec", meta["pixel_scale_arcsec"].iloc[0] if "pixel_scale_arcsec" in meta else 1.0))
+log.info("%s: %d pairs, plotting rows %s, pixel scale %g arcsec", path, n_total, index.tolist(), pixel_scale)
+
+labels = []
+for row in meta.itertuples():
+    label = f"{getattr(row, 'source_id', '?')} ({getattr(row, 'kind', '?')}"
+    mag = getattr(row, "source_magnitude", np.nan)
+    label += f", m={mag:.1f})" if np.isfinite(mag) else ")"
+    labels.append(label)
+
+fig = plots.pair_examples(
+    arrays["source"], arrays["lensed_noiseless"], arrays["lensed"], pixel_scale,
+    lens_params=arrays["lens_params"], noise_sigma=arrays["noise_sigma"], row_labels=labels,
+    suptitle=f"{lens} + external shear: test-set examples ({pixel_scale:g}\" pixels)",
+)
+save_figure(fig, snakemake.output[0])
+log.info("wrote %s", snakemake.output[0])

@@ -1,0 +1,38 @@
+"""Figure of test-set super-resolution examples: low-res input, high-res target, high-res source."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
+from sourcelens.logs import log_to_file
+
+log = log_to_file(snakemake.log[0])
+
+import numpy as np
+
+from sourcelens import plots
+from sourcelens.io import read_attrs, read_dataset, read_meta, save_figure
+
+path = snakemake.input[0]
+lens, noise = snakemake.wildcards.lens, snakemake.wildcards.noise
+n_total = len(read_meta(path))
+n = min(int(snakemake.params.n_examples), n_total)
+index = np.unique(np.linspace(0, n_total - 1, n).round().astype(int))
+arrays, meta = read_dataset(
+    path, names=("low_res", "high_res", "source_high_res", "noise_sigma", "lens_params"), index=index
+)
+attrs = read_attrs(path)
+lo = attrs.get("low_res_pixel_scale_arcsec")
+hi = attrs.get("high_res_pixel_scale_arcsec")
+if lo is None and hi is None:
+    log.warning("%s has no pixel-scale attributes; axes will be in low-res pixels", path)
+log.info("%s: %d examples, plotting rows %s (pixel scales %s, %s)", path, n_total, index.tolist(), lo, hi)
+
+noise_sigma = arrays.get("noise_sigma") if noise == "noisy" else None
+fig = plots.sr_examples(
+    arrays["low_res"], arrays["high_res"], arrays.get("source_high_res"),
+    low_res_pixel_scale=lo, high_res_pixel_scale=hi, noise_sigma=noise_sigma,
+    lens_params=arrays.get("lens_params"),
+    suptitle=f"Super-resolution test set: {lens}, {noise} input",
+)
+save_figure(fig, snakemake.output[0])
+log.info("wrote %s", snakemake.output[0])
