@@ -11,7 +11,7 @@ log = log_to_file(snakemake.log[0])
 import pandas as pd
 
 from sourcelens import plots
-from sourcelens.io import read_dataset, read_meta, save_figure
+from sourcelens.io import provenance, read_dataset, read_meta, save_figure
 
 SPLITS = ("train", "val", "test")  # the order of the rule's inputs
 lens = snakemake.wildcards.lens
@@ -35,5 +35,8 @@ fig = plots.lens_parameter_histograms(
     order=[t["split"].iloc[0] for t in tables if len(t)],
     suptitle=f"Lens-parameter distributions: {lens} + external shear",
 )
-save_figure(fig, snakemake.output[0])
+save_figure(
+    fig, snakemake.output[0],
+    provenance=provenance(snakemake.config, rule="plot_lens_params", input=list(map(str, snakemake.input))),
+)
 log.info("wrote %s", snakemake.output[0])

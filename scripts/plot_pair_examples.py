@@ -10,7 +10,7 @@ log = log_to_file(snakemake.log[0])
 import numpy as np
 
 from sourcelens import plots
-from sourcelens.io import read_attrs, read_dataset, read_meta, save_figure
+from sourcelens.io import provenance, read_attrs, read_dataset, read_meta, save_figure
 
 path = snakemake.input[0]
 lens = snakemake.wildcards.lens
@@ -37,5 +37,8 @@ fig = plots.pair_examples(
     lens_params=arrays["lens_params"], noise_sigma=arrays["noise_sigma"], row_labels=labels,
     suptitle=f"{lens} + external shear: test-set examples ({pixel_scale:g}\" pixels)",
 )
-save_figure(fig, snakemake.output[0])
+save_figure(
+    fig, snakemake.output[0],
+    provenance=provenance(snakemake.config, rule="plot_pair_examples", input=list(map(str, snakemake.input))),
+)
 log.info("wrote %s", snakemake.output[0])

@@ -10,7 +10,7 @@ log = log_to_file(snakemake.log[0])
 import numpy as np
 
 from sourcelens import plots
-from sourcelens.io import read_attrs, read_dataset, read_meta, save_figure
+from sourcelens.io import provenance, read_attrs, read_dataset, read_meta, save_figure
 
 path = snakemake.input[0]
 lens, noise = snakemake.wildcards.lens, snakemake.wildcards.noise
@@ -34,5 +34,8 @@ fig = plots.sr_examples(
     lens_params=arrays.get("lens_params"),
     suptitle=f"Super-resolution test set: {lens}, {noise} input",
 )
-save_figure(fig, snakemake.output[0])
+save_figure(
+    fig, snakemake.output[0],
+    provenance=provenance(snakemake.config, rule="plot_sr_examples", input=list(map(str, snakemake.input))),
+)
 log.info("wrote %s", snakemake.output[0])

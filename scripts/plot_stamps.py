@@ -10,7 +10,7 @@ log = log_to_file(snakemake.log[0])
 import numpy as np
 
 from sourcelens import plots
-from sourcelens.io import read_dataset, read_meta, save_figure
+from sourcelens.io import provenance, read_dataset, read_meta, save_figure
 
 path = snakemake.input[0]
 n_per_kind = int(snakemake.params.n_per_kind)
@@ -31,5 +31,8 @@ fig = plots.stamps_by_kind(
     pixel_scales=column("pixel_scale_arcsec"), magnitudes=column("magnitude"), redshifts=column("redshift"),
     kind_counts=counts,
 )
-save_figure(fig, snakemake.output[0])
+save_figure(
+    fig, snakemake.output[0],
+    provenance=provenance(snakemake.config, rule="plot_stamps", input=list(map(str, snakemake.input))),
+)
 log.info("wrote %s (%d stamps shown)", snakemake.output[0], len(index))

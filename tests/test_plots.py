@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import runpy
 import sys
@@ -208,7 +209,7 @@ def _run_script(name, tmp_path, inputs, output, params=None, wildcards=None):
     smk = SimpleNamespace(
         input=[str(p) for p in inputs], output=[str(output)], log=[str(log)],
         params=SimpleNamespace(**(params or {})), wildcards=SimpleNamespace(**(wildcards or {})),
-        scriptdir=str(ROOT / "scripts"),
+        scriptdir=str(ROOT / "scripts"), config={"figures": {"n_examples": 6}},
     )
     stderr, handlers = sys.stderr, logging.getLogger().handlers[:]
     try:
@@ -221,6 +222,10 @@ def _run_script(name, tmp_path, inputs, output, params=None, wildcards=None):
         logging.captureWarnings(False)
     assert Path(output).stat().st_size > 0
     assert "wrote" in log.read_text()
+    from PIL import Image
+
+    with Image.open(output) as png:  # provenance embedded by save_figure
+        assert json.loads(png.info["Description"])["rule"] == name
 
 
 def _write_pairs(path, rng, split, n=2):
