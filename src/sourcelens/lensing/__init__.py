@@ -6,6 +6,9 @@ mapping of images to a source grid by naive scatter or by exact pixel-overlap ar
 See :mod:`sourcelens.lensing.conventions` for units and conventions.
 """
 
+from .backward import (
+    OverlapOperator, SourceGrid, naive_scatter, polygon_area, quad_cell_overlaps, trace_pixel_quads,
+)
 from .conventions import (
     ellipticity_to_phi_q, phi_q_to_ellipticity, pixel_centres, pixel_corners, pixel_grid,
 )
@@ -17,6 +20,8 @@ from .lenses import LENS_MODELS, deflection, ray_shoot
 from .sparse import BilinearLensingOperator, bilinear_weights
 
 __all__ = [
+    "OverlapOperator", "SourceGrid", "naive_scatter", "polygon_area", "quad_cell_overlaps",
+    "trace_pixel_quads",
     "ellipticity_to_phi_q", "phi_q_to_ellipticity", "pixel_centres", "pixel_corners",
     "pixel_grid", "LensingSimulator", "add_noise", "chi2", "convolve", "convolve_direct",
     "convolve_fft", "downsample", "noise_sigma", "pixelated", "sersic", "surface_brightness",
