@@ -17,9 +17,15 @@ from .forward import (
     noise_sigma, pixelated, sersic, surface_brightness,
 )
 from .lenses import LENS_MODELS, deflection, ray_shoot
+from .maps import (
+    caustics, convergence, convergence_mask, critical_curves, deflection_field,
+    deflection_jacobian, magnification, shear,
+)
 from .sparse import BilinearLensingOperator, bilinear_weights
 
 __all__ = [
+    "caustics", "convergence", "convergence_mask", "critical_curves", "deflection_field",
+    "deflection_jacobian", "magnification", "shear",
     "OverlapOperator", "SourceGrid", "naive_scatter", "polygon_area", "quad_cell_overlaps",
     "trace_pixel_quads",
     "ellipticity_to_phi_q", "phi_q_to_ellipticity", "pixel_centres", "pixel_corners",
