@@ -24,7 +24,7 @@ out, table = simulate_pairs(arrays["images"], meta, params.n, wc.lens, cfg, rng)
 attrs = pairs_attrs(cfg, wc.lens)
 attrs.update(
     split=wc.split,
-    provenance=provenance(params.config, rule="simulate_pairs", lens=wc.lens, split=wc.split, shard=int(wc.shard)),
+    provenance=provenance(snakemake.config, rule="simulate_pairs", lens=wc.lens, split=wc.split, shard=int(wc.shard)),
 )
 write_dataset(snakemake.output[0], out, table, kind="pairs", attrs=attrs, array_attrs=pairs_array_attrs())
 log.info("wrote %s (%d pairs)", snakemake.output[0], len(table))

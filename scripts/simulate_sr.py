@@ -36,7 +36,7 @@ out, table = simulate_sr(
 attrs = sr_attrs(cfg, wc.lens, wc.noise)
 attrs.update(
     split=wc.split,
-    provenance=provenance(params.config, rule="simulate_sr", lens=wc.lens, noise=wc.noise,
+    provenance=provenance(snakemake.config, rule="simulate_sr", lens=wc.lens, noise=wc.noise,
                           split=wc.split, shard=int(wc.shard)),
 )
 write_dataset(snakemake.output[0], out, table, kind="sr", attrs=attrs, array_attrs=sr_array_attrs())

@@ -356,23 +356,24 @@ def test_scripts_simulate_and_gather(tmp_path, config):
         _run_script(
             "simulate_pairs.py", input=[str(stamps)], output=[str(out)], log=[str(tmp_path / f"{shard}.log")],
             wildcards=SimpleNamespace(lens="SIE", split="train", shard=str(shard)),
-            params=SimpleNamespace(pairs=cfg["simulate"]["pairs"], n=n, config=cfg, seed=cfg["seed"]),
+            params=SimpleNamespace(pairs=cfg["simulate"]["pairs"], n=n, seed=cfg["seed"]), config=cfg,
         )
         shards.append(str(out))
     gathered = tmp_path / "pairs_SIE_train.h5"
-    _run_script("gather_shards.py", input=shards, output=[str(gathered)], log=[str(tmp_path / "g.log")])
+    _run_script("gather_shards.py", input=shards, output=[str(gathered)], log=[str(tmp_path / "g.log")], config=cfg)
     arrays, table = read_dataset(gathered)
     assert arrays["lensed"].shape == (5, 32, 32) and len(table) == 5
     attrs = read_attrs(gathered)
     assert attrs["kind"] == "pairs" and attrs["lens_model"] == "SIE" and attrs["n_shards"] == 2
     assert [p["shard"] for p in attrs["shard_provenance"]] == [0, 1]
+    assert attrs["provenance"]["config"]["seed"] == cfg["seed"]
 
     sr_out = tmp_path / "sr.h5"
     cfg["simulate"]["sr"].update(low_res_num_pix=16, low_res_pixel_scale_arcsec=0.2)
     _run_script(
         "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr.log")],
         wildcards=SimpleNamespace(lens="SIS", noise="noisy", split="val", shard="0"),
-        params=SimpleNamespace(sr=cfg["simulate"]["sr"], n=2, config=cfg, seed=cfg["seed"]),
+        params=SimpleNamespace(sr=cfg["simulate"]["sr"], n=2, seed=cfg["seed"]), config=cfg,
     )
     arrays, table = read_dataset(sr_out)
     assert arrays["high_res"].shape == (2, 32, 32)

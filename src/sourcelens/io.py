@@ -236,6 +236,7 @@ def concatenate_datasets(paths: list[str | Path], out: str | Path, attrs: Mappin
     arrays: dict[str, list[np.ndarray]] = {}
     array_attrs: dict[str, dict[str, Any]] = {}
     metas = []
+    shard_provenance = []
     first_attrs = read_attrs(paths[0])
     kind = first_attrs.pop("kind")
     first_attrs.pop("layout_version", None)
@@ -243,6 +244,7 @@ def concatenate_datasets(paths: list[str | Path], out: str | Path, attrs: Mappin
         shard_attrs = read_attrs(path)
         if shard_attrs.get("kind") != kind:
             raise ValueError(f"shard {path} is of kind {shard_attrs.get('kind')!r}, expected {kind!r}")
+        shard_provenance.append(shard_attrs.get("provenance"))
         with h5py.File(path, "r") as fh:
             for name in fh.keys():
                 if name == "meta":
@@ -254,5 +256,6 @@ def concatenate_datasets(paths: list[str | Path], out: str | Path, attrs: Mappin
     meta = pd.concat(metas, ignore_index=True)
     out_attrs = dict(first_attrs)
     out_attrs["n_shards"] = len(paths)
+    out_attrs["shard_provenance"] = shard_provenance
     out_attrs.update(attrs or {})
     return write_dataset(out, merged, meta, kind=kind, attrs=out_attrs, array_attrs=array_attrs)
