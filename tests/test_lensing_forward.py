@@ -110,7 +110,7 @@ def test_ellipticity_matches_lenstronomy():
 
 def test_batch_equals_loop_and_broadcasts():
     rng = np.random.default_rng(3)
-    sim = LensingSimulator(16, 0.15, 2, psf=torch.tensor(gaussian_kernel(5)))
+    sim = LensingSimulator(16, 0.15, 2, psf=torch.tensor(gaussian_kernel(5)), batch_chunk=2)
     srcs = torch.tensor(np.stack([smooth_source(20, rng) for _ in range(3)]))
     kws = [random_lens(["SIE", "SHEAR"], rng) for _ in range(3)]
     batched = [{k: torch.tensor([kw[i][k] for kw in kws], dtype=torch.float64) for k in kws[0][i]} for i in range(2)]

@@ -181,6 +181,27 @@ def chi2(data: Tensor, model: Tensor, sigma: Tensor | float, mask: Tensor | None
     return r2.sum(dim=(-2, -1))
 
 
+def _batch_size(*kwarg_lists: Sequence[Mapping[str, Any]]) -> int:
+    """Leading batch size of batched parameters (``(B,)``) or images (``(B, m, m)``), else 0."""
+    for kws in kwarg_lists:
+        for kw in kws:
+            for key, v in kw.items():
+                if isinstance(v, Tensor) and v.ndim == (3 if key == "image" else 1):
+                    return v.shape[0]
+    return 0
+
+
+def _slice(kwarg_list: Sequence[Mapping[str, Any]], i: int, j: int, b: int) -> list[dict[str, Any]]:
+    out = []
+    for kw in kwarg_list:
+        d = {}
+        for key, v in kw.items():
+            batched = isinstance(v, Tensor) and v.ndim == (3 if key == "image" else 1) and v.shape[0] == b
+            d[key] = v[i:j] if batched else v
+        out.append(d)
+    return out
+
+
 @dataclass
 class LensingSimulator:
     """Images (flux per pixel) of lensed sources on an ``n_pix x n_pix`` grid.
@@ -188,6 +209,8 @@ class LensingSimulator:
     ``psf`` is a ``(k, k)`` kernel (odd ``k``, used as given: normalise it yourself) applied at
     the pixel level with ``psf_method`` ``"fft"`` or ``"direct"``; ``downsample`` sums
     ``factor x factor`` blocks after the PSF, giving an ``n_pix // downsample`` image.
+    Batches are evaluated ``batch_chunk`` images at a time (the working set then stays in
+    the CPU cache; ``None``: all at once).
     """
 
     n_pix: int
@@ -197,6 +220,7 @@ class LensingSimulator:
     psf_method: str = "fft"
     downsample: int = 1
     interpolation: str = "bilinear"
+    batch_chunk: int | None = 16
     dtype: torch.dtype = torch.float64
     device: torch.device | str | None = None
 
@@ -224,6 +248,12 @@ class LensingSimulator:
     def image(self, lens_models: Sequence[str], kwargs_lens: Sequence[Mapping[str, Any]],
               light_models: Sequence[str], kwargs_light: Sequence[Mapping[str, Any]]) -> Tensor:
         """The lensed image, ``(B, n, n)`` for batched parameters/sources, else ``(n, n)``."""
+        b = _batch_size(kwargs_lens, kwargs_light)
+        if self.batch_chunk and b > self.batch_chunk:
+            return torch.cat([
+                self.image(lens_models, _slice(kwargs_lens, i, i + self.batch_chunk, b),
+                           light_models, _slice(kwargs_light, i, i + self.batch_chunk, b))
+                for i in range(0, b, self.batch_chunk)])
         bx, by = self.source_positions(lens_models, kwargs_lens)
         sb = surface_brightness(bx, by, light_models, kwargs_light, self.interpolation)
         return self.finish(self.pixel_flux(sb))
