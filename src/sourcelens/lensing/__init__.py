@@ -3,7 +3,8 @@
 Forward lensing (batched, CPU/CUDA, float32/float64) built on caustics' functional lens
 formulas; lensing maps (convergence, magnification, critical curves and caustics); backward
 mapping of images to a source grid by naive scatter or by exact pixel-overlap areas.
-See :mod:`sourcelens.lensing.conventions` for units and conventions.
+See :mod:`sourcelens.lensing.conventions` for units and conventions; figures are in
+:mod:`sourcelens.lensing.plots` (not imported here, so matplotlib stays optional).
 """
 
 from .backward import (
