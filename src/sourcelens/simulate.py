@@ -58,6 +58,7 @@ __all__ = [
     "pairs_array_attrs",
     "sr_attrs",
     "sr_array_attrs",
+    "validate_priors",
 ]
 
 #: The 8 lens parameters of study 002 (theta_E, centres in arcsec; the others dimensionless).
