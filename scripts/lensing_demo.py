@@ -62,7 +62,7 @@ save_figure(plot_magnification(lens_models, kwargs_lens, title=f"({name})"),
             snakemake.output.magnification)  # noqa: F821
 
 logger.info("backward mapping figure")
-n_pix, pixel_scale = 100, 0.03
+n_pix, pixel_scale = 80, 0.04  # traced pixels sparser than source cells: naive holes
 image = LensingSimulator(n_pix, pixel_scale, 4).image(
     lens_models, kwargs_lens, ["PIXELATED"], [dict(image=source, pixel_scale=src_scale)])
 grid = SourceGrid((m, m), src_scale)

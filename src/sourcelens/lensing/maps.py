@@ -80,7 +80,7 @@ def critical_curves(lens_models: Sequence[str], kwargs_lens: Sequence[Mapping[st
 
     x, y = pixel_grid(n_pix, pixel_scale, supersample)
     axx, axy, ayx, ayy = deflection_jacobian(x, y, lens_models, kwargs_lens)
-    det = ((1 - axx) * (1 - ayy) - axy * ayx).numpy()
+    det = ((1 - axx) * (1 - ayy) - axy * ayx).detach().cpu().numpy()
     if det.ndim != 2:
         raise ValueError("critical_curves takes one lens (unbatched parameters)")
     step = pixel_scale / supersample
@@ -99,7 +99,7 @@ def caustics(curves: Sequence[np.ndarray], lens_models: Sequence[str],
     for c in curves:
         t = torch.as_tensor(c, dtype=torch.float64)
         bx, by = ray_shoot(t[:, 0], t[:, 1], lens_models, kwargs_lens)
-        out.append(torch.stack([bx, by], -1).numpy())
+        out.append(torch.stack([bx, by], -1).detach().cpu().numpy())
     return out
 
 
