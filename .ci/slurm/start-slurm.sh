@@ -143,7 +143,10 @@ pid_alive() {  # pid_alive PIDFILE NAME -> 0 if the recorded process runs NAME
     pid=$(<"$f")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name"* ]]
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name"* ]] || return 1
+    # A killed daemon stays a zombie until PID 1 reaps it, which a container's
+    # PID 1 may never do: zombies count as dead.
+    ! grep -qE '^State:[[:space:]]+[ZX]' "/proc/$pid/status" 2>/dev/null
 }
 
 stop_pidfile() {  # stop_pidfile PIDFILE NAME
@@ -151,8 +154,8 @@ stop_pidfile() {  # stop_pidfile PIDFILE NAME
     pid_alive "$f" "$name" || { rm -f "$f"; return 0; }
     pid=$(<"$f")
     kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do pid_alive "$f" "$name" || break; sleep 0.2; done
+    if pid_alive "$f" "$name"; then kill -9 "$pid" 2>/dev/null || true; fi
     rm -f "$f"
 }
 
@@ -194,8 +197,17 @@ if ! pid_alive "$MUNGE_PID" munged; then
         munged --force
     fi
 fi
-for _ in $(seq 1 50); do munge -n </dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.2; done
-munge -n </dev/null | unmunge >/dev/null || { log "munge does not work"; dump_logs; exit 1; }
+munge_ok=0
+for _ in $(seq 1 30); do
+    if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then munge_ok=1; break; fi
+    sleep 0.5
+done
+if (( ! munge_ok )); then
+    log "ERROR: munged does not answer (munge -n | unmunge)"
+    munge -n </dev/null | unmunge >&2 || true
+    dump_logs
+    exit 1
+fi
 
 # ---------------------------------------------------------------- slurm
 if ! pid_alive "$CTLD_PID" slurmctld; then
