@@ -239,3 +239,12 @@ def test_bicubic_interpolation_and_epl_slope_gradient():
     assert (out["bicubic"] - out["bilinear"]).abs().max() < 0.05 * out["bilinear"].max()
     (g,) = torch.autograd.grad(out["bicubic"].sum(), gamma)
     assert torch.isfinite(g) and g != 0
+
+
+def test_flat_epl_matches_lenstronomy():
+    x, y = pixel_grid(16, 0.15)
+    for e1, e2, gamma in [(0.55, 0.3, 1.7), (-0.1, -0.75, 2.4)]:  # q ~ 0.2 and 0.14
+        kw = [dict(theta_E=1.0, gamma=gamma, e1=e1, e2=e2, center_x=0.01, center_y=0.02)]
+        ax, ay = deflection(x, y, ["EPL"], kw)
+        rx, ry = LensModel(["EPL"]).alpha(x.numpy(), y.numpy(), kw)
+        assert max(np.abs(ax.numpy() - rx).max(), np.abs(ay.numpy() - ry).max()) < 1e-6
