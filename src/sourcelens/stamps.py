@@ -162,6 +162,19 @@ def resample(
     return out * zoom**2, float(outside.mean())
 
 
+def edge_taper(size: int, width: int) -> np.ndarray:
+    """A separable cosine (Tukey) window that falls from 1 to 0 over the outer ``width`` pixels.
+
+    Tapering the stamp edges keeps a lensed source from showing the square outline of its stamp.
+    """
+    w = np.ones(size)
+    if width > 0:
+        ramp = 0.5 * (1 - np.cos(np.pi * (np.arange(width) + 0.5) / width))
+        w[:width] = ramp
+        w[-width:] = ramp[::-1]
+    return np.outer(w, w)
+
+
 def normalise(image: np.ndarray, mode: str, noise_sigma: float = 0.0, asinh_tanh_scale: float = 10.0) -> tuple[np.ndarray, float]:
     """Normalise a stamp; returns (normalised, scale) with ``scale`` the divisor used (1 if nonlinear).
 
@@ -212,6 +225,8 @@ def preprocess(
         return None, info
     stamp, outside = resample(image, size, m.centre_yx, zoom, m.angle_rad if cfg["rotate_major_axis"] else 0.0)
     info["outside_fraction"] = outside
+    if cfg.get("edge_taper_pixels", 0):
+        stamp = stamp * edge_taper(size, int(cfg["edge_taper_pixels"]))
     sigma_out = sigma_in * zoom**2  # per output pixel: spline point-sampling keeps σ, the flux factor is zoom²
     stamp, scale = normalise(stamp, cfg["normalisation"], sigma_out, cfg["asinh_tanh_scale"])
     info.update({
