@@ -135,6 +135,9 @@ def test_fft_and_direct_convolution_agree():
 
     ref = fftconvolve(img[0].numpy(), kern.numpy(), mode="same")
     assert np.abs(convolve_direct(img, kern)[0].numpy() - ref).max() < 1e-12
+    kerns = torch.rand(2, 5, 5, generator=g, dtype=torch.float64)  # one kernel per image
+    per_image = torch.stack([convolve_direct(img[i], kerns[i]) for i in range(2)])
+    torch.testing.assert_close(convolve_fft(img, kerns), per_image, rtol=0, atol=1e-12)
 
 
 def test_downsample_conserves_flux_and_supersampling_converges():

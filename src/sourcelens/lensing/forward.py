@@ -114,14 +114,12 @@ def downsample(image: Tensor, factor: int) -> Tensor:
     return bin_pixels(image, factor)
 
 
-def _psf_batch(image: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor]:
-    kernel = kernel.to(dtype=image.dtype, device=image.device)
-    return image, kernel
-
-
 def convolve_fft(image: Tensor, kernel: Tensor) -> Tensor:
-    """'same'-size convolution with zero padding via real FFTs (odd kernel, broadcast batch)."""
-    image, kernel = _psf_batch(image, kernel)
+    """'same'-size convolution with zero padding via real FFTs.
+
+    Odd kernel ``(k, k)`` or one per image ``(B, k, k)`` (broadcast against the image batch).
+    """
+    kernel = kernel.to(dtype=image.dtype, device=image.device)
     h, w = image.shape[-2:]
     kh, kw = kernel.shape[-2:]
     sh, sw = h + kh - 1, w + kw - 1
@@ -132,7 +130,7 @@ def convolve_fft(image: Tensor, kernel: Tensor) -> Tensor:
 
 def convolve_direct(image: Tensor, kernel: Tensor) -> Tensor:
     """'same'-size direct convolution with zero padding (``conv2d`` with the flipped kernel)."""
-    image, kernel = _psf_batch(image, kernel)
+    kernel = kernel.to(dtype=image.dtype, device=image.device)
     if kernel.ndim != 2:
         raise ValueError("convolve_direct takes one (k, k) kernel; use convolve_fft per batch")
     lead, (h, w) = image.shape[:-2], image.shape[-2:]
