@@ -1,23 +1,20 @@
 """Figures of lensing: lensed images per lens model, magnification with critical curves and
-caustics, and naive vs exact-overlap backward mapping. Each function returns a Figure."""
+caustics, and naive vs exact-overlap backward mapping. Each function returns a Figure
+(object-oriented matplotlib: no pyplot state, no backend switch)."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from .backward import SourceGrid  # noqa: E402
-from .conventions import pixel_grid  # noqa: E402
-from .forward import LensingSimulator  # noqa: E402
-from .maps import caustics, critical_curves, magnification  # noqa: E402
+from .backward import SourceGrid
+from .conventions import pixel_grid
+from .forward import LensingSimulator
+from .maps import caustics, critical_curves, magnification
 
 __all__ = ["plot_lens_models", "plot_magnification", "plot_backward"]
 
@@ -48,7 +45,8 @@ def plot_lens_models(source: torch.Tensor, source_pixel_scale: float, cases: Seq
     image with the critical curves, one column per lens model."""
     sim = LensingSimulator(n_pix, pixel_scale, supersample)
     m = source.shape[-1]
-    fig, axes = plt.subplots(2, len(cases), figsize=(3.0 * len(cases), 6.2), squeeze=False)
+    fig = Figure(figsize=(3.0 * len(cases), 6.2), layout="constrained")
+    axes = fig.subplots(2, len(cases), squeeze=False)
     src_ext = _extent(m, source_pixel_scale)
     for k, (name, models, kws) in enumerate(cases):
         img = sim.image(models, kws, ["PIXELATED"], [dict(image=source, pixel_scale=source_pixel_scale)])
@@ -63,7 +61,6 @@ def plot_lens_models(source: torch.Tensor, source_pixel_scale: float, cases: Seq
         axes[1, k].set_ylim(_extent(n_pix, pixel_scale)[2:])
     axes[0, 0].set_ylabel("y [arcsec]", fontsize=8)
     axes[1, 0].set_ylabel("y [arcsec]", fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -74,7 +71,8 @@ def plot_magnification(lens_models: Sequence[str], kwargs_lens: Sequence[Mapping
     mu = magnification(x + 1e-7, y + 1e-7, lens_models, kwargs_lens).abs().numpy()
     crit = critical_curves(lens_models, kwargs_lens, n_pix, pixel_scale)
     cau = caustics(crit, lens_models, kwargs_lens)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    a, b = fig.subplots(1, 2)
     ext = _extent(n_pix, pixel_scale)
     im = _image(a, np.clip(mu, 1e-2, 1e3), ext, f"|magnification| {title}", cmap="viridis",
                 norm=LogNorm(1e-1, 1e2))
@@ -90,7 +88,6 @@ def plot_magnification(lens_models: Sequence[str], kwargs_lens: Sequence[Mapping
     b.set_title("source plane", fontsize=9)
     b.set_xlabel("x [arcsec]", fontsize=8)
     b.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     return fig
 
 
@@ -98,7 +95,8 @@ def plot_backward(image: torch.Tensor, image_pixel_scale: float, true_source: to
                   naive_source: torch.Tensor, overlap_source: torch.Tensor, grid: SourceGrid,
                   mask: torch.Tensor | None = None) -> Figure:
     """Lensed image, true source, naive-scatter and exact-overlap reconstructions (same grid)."""
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 4)
     vmax = float(true_source.max())
     _image(axes[0], image.numpy(), _extent(image.shape[-1], image_pixel_scale), "lensed image")
     _image(axes[1], true_source.numpy(), grid.extent, "true source", vmin=0, vmax=vmax)
@@ -109,5 +107,4 @@ def plot_backward(image: torch.Tensor, image_pixel_scale: float, true_source: to
             ax.contour(mask.numpy().astype(float), levels=[0.5], colors="cyan", linewidths=0.7,
                        extent=grid.extent, origin="lower")
     axes[0].set_ylabel("y [arcsec]", fontsize=8)
-    fig.tight_layout()
     return fig
