@@ -20,7 +20,7 @@ def test_noise_sigma_from_outskirts():
 
 
 def test_centring_and_flux_conserved(stamp_cfg):
-    cfg = dict(stamp_cfg, normalisation="none", rescale=False, edge_taper_pixels=0)
+    cfg = dict(stamp_cfg, normalisation="none", rescale=False, edge_taper_fraction=0.0)
     img = _galaxy(offset=(7.3, -4.6), n=256)
     stamp, info = preprocess(img, 0.03, cfg, "g")
     centred = _galaxy(n=cfg["size"])  # the same galaxy, centred on a stamp of the output size
@@ -31,7 +31,7 @@ def test_centring_and_flux_conserved(stamp_cfg):
 
 
 def test_rescale_fills_stamp_and_conserves_flux(stamp_cfg):
-    cfg = dict(stamp_cfg, normalisation="none", edge_taper_pixels=0)
+    cfg = dict(stamp_cfg, normalisation="none", edge_taper_fraction=0.0)
     for hlr in (0.25, 0.6):
         img = _galaxy(hlr=hlr, n=160)
         stamp, info = preprocess(img, 0.03, cfg, "g")

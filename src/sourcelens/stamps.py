@@ -225,8 +225,9 @@ def preprocess(
         return None, info
     stamp, outside = resample(image, size, m.centre_yx, zoom, m.angle_rad if cfg["rotate_major_axis"] else 0.0)
     info["outside_fraction"] = outside
-    if cfg.get("edge_taper_pixels", 0):
-        stamp = stamp * edge_taper(size, int(cfg["edge_taper_pixels"]))
+    taper = int(round(cfg.get("edge_taper_fraction", 0.0) * size))
+    if taper:
+        stamp = stamp * edge_taper(size, taper)
     sigma_out = sigma_in * zoom**2  # per output pixel: spline point-sampling keeps σ, the flux factor is zoom²
     stamp, scale = normalise(stamp, cfg["normalisation"], sigma_out, cfg["asinh_tanh_scale"])
     info.update({
