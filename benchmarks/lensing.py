@@ -10,7 +10,8 @@
    supersampling 2, 7 x 7 pixel PSF (FFT), float64 and float32, torch at batch 1/64/256
    (1 thread and all threads) against lenstronomy's ImageModel one image at a time (a new
    source for each image, so its interpolation cache is rebuilt as in a fit over many
-   sources). Rates are the best of several timed calls, measured in the same run.
+   sources), plus ``torch.compile``d rows at batch 256 (compile time excluded, reported).
+   Rates are the best of several timed calls, measured in the same run.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def best_rates(fns, n_images, repeats: int) -> list[float]:
     return [n / b for n, b in zip(n_images, best)]
 
 
-def forward_table(batches: list[int], repeats: int) -> None:
+def forward_table(batches: list[int], repeats: int, compile_batch: int | None = None) -> None:
     import torch
     from lenstronomy.Data.pixel_grid import PixelGrid
     from lenstronomy.Data.psf import PSF
@@ -89,7 +90,7 @@ def forward_table(batches: list[int], repeats: int) -> None:
     from lenstronomy.LensModel.lens_model import LensModel
     from lenstronomy.LightModel.light_model import LightModel
 
-    from sourcelens.lensing import LensingSimulator
+    from sourcelens.lensing import LensingSimulator, compiled_image
 
     n, scale, s, m, src_scale = 64, 0.05, 2, 64, 0.04
     g = np.exp(-0.5 * ((np.arange(7) - 3) / 1.2) ** 2)
@@ -138,20 +139,47 @@ def forward_table(batches: list[int], repeats: int) -> None:
                 rate, ref_rate = best_rates([run_torch, run_lenstronomy], [calls * b, block], repeats)
                 name = str(dtype).replace("torch.", "")
                 print(f"| {name} | {nthreads} | {b} | {rate:.0f} | {ref_rate:.0f} | {rate / ref_rate:.1f}x |")
+    if compile_batch:
+        b = compile_batch
+        for dtype in (torch.float64, torch.float32):
+            sim = LensingSimulator(n, scale, s, psf=torch.tensor(kern, dtype=dtype), dtype=dtype)
+            fn = compiled_image(sim, LENS[0], ["PIXELATED"], dynamic=False)
+            lens, src = random_batch(rng, b, m)
+            kl = [{k: torch.tensor(v, dtype=dtype) for k, v in d.items()} for d in lens]
+            kw = [dict(image=torch.tensor(src, dtype=dtype), pixel_scale=src_scale)]
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                out = fn(kl, kw)
+                compile_s = time.perf_counter() - t0
+                eager = sim.image(LENS[0], kl, ["PIXELATED"], kw)
+            assert (out - eager).abs().max() <= 1e-5 * eager.abs().max()  # same images
+            name = str(dtype).replace("torch.", "")
+            for nthreads in sorted({1, threads}):
+                torch.set_num_threads(nthreads)
+
+                def run_compiled():
+                    with torch.no_grad():
+                        fn(kl, kw)
+
+                rate, ref_rate = best_rates([run_compiled, run_lenstronomy], [b, block], repeats)
+                print(f"| {name}, torch.compile (compiled in {compile_s:.0f} s) | {nthreads} | {b} | "
+                      f"{rate:.0f} | {ref_rate:.0f} | {rate / ref_rate:.1f}x |")
     torch.set_num_threads(threads)
     print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="small sizes, no torch.compile rows")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--overlap-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.overlap_child:
         overlap_child(args.overlap_child)
         return
     overlap_table([64, 128] if args.quick else [64, 128, 256, 512])
-    forward_table([1, 64] if args.quick else [1, 64, 256], 2 if args.quick else 5)
+    forward_table([1, 64] if args.quick else [1, 64, 256], 2 if args.quick else 5,
+                  None if args.quick or args.no_compile else 256)
 
 
 if __name__ == "__main__":

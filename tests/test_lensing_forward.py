@@ -251,3 +251,18 @@ def test_flat_epl_matches_lenstronomy():
         ax, ay = deflection(x, y, ["EPL"], kw)
         rx, ry = LensModel(["EPL"]).alpha(x.numpy(), y.numpy(), kw)
         assert max(np.abs(ax.numpy() - rx).max(), np.abs(ay.numpy() - ry).max()) < 1e-6
+
+
+@pytest.mark.filterwarnings("ignore:Torchinductor does not support code generation for complex")
+def test_compiled_image_matches_eager():
+    from sourcelens.lensing import compiled_image
+
+    sim = LensingSimulator(8, 0.2, 2, psf=torch.tensor(gaussian_kernel(3, 0.8)), batch_chunk=2)
+    rng = np.random.default_rng(17)
+    kws = [random_lens(["SIE", "SHEAR"], rng) for _ in range(2)]  # one chunk: one compilation
+    lens = [{k: torch.tensor([kw[i][k] for kw in kws], dtype=torch.float64) for k in kws[0][i]} for i in range(2)]
+    light = [dict(image=torch.tensor(np.stack([smooth_source(12, rng) for _ in range(2)])), pixel_scale=0.15)]
+    fn = compiled_image(sim, ["SIE", "SHEAR"], ["PIXELATED"], dynamic=False)
+    with torch.no_grad():
+        torch.testing.assert_close(fn(lens, light), sim.image(["SIE", "SHEAR"], lens, ["PIXELATED"], light),
+                                   rtol=0, atol=1e-12)

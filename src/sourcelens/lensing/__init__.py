@@ -14,7 +14,7 @@ from .conventions import (
     ellipticity_to_phi_q, phi_q_to_ellipticity, pixel_centres, pixel_corners, pixel_grid,
 )
 from .forward import (
-    LensingSimulator, add_noise, chi2, convolve, convolve_direct, convolve_fft, downsample,
+    LensingSimulator, add_noise, chi2, compiled_image, convolve, convolve_direct, convolve_fft, downsample,
     noise_sigma, pixelated, sersic, surface_brightness,
 )
 from .lenses import LENS_MODELS, deflection, ray_shoot
@@ -30,7 +30,7 @@ __all__ = [
     "OverlapOperator", "SourceGrid", "naive_scatter", "polygon_area", "quad_cell_overlaps",
     "trace_pixel_quads",
     "ellipticity_to_phi_q", "phi_q_to_ellipticity", "pixel_centres", "pixel_corners",
-    "pixel_grid", "LensingSimulator", "add_noise", "chi2", "convolve", "convolve_direct",
+    "pixel_grid", "LensingSimulator", "compiled_image", "add_noise", "chi2", "convolve", "convolve_direct",
     "convolve_fft", "downsample", "noise_sigma", "pixelated", "sersic", "surface_brightness",
     "LENS_MODELS", "deflection", "ray_shoot", "BilinearLensingOperator", "bilinear_weights",
 ]

@@ -19,7 +19,7 @@ flux-conserving downsampling ``D`` to a coarser grid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -32,7 +32,7 @@ from .lenses import ray_shoot
 __all__ = [
     "LIGHT_MODELS", "sersic", "pixelated", "surface_brightness", "bin_pixels", "downsample",
     "convolve_fft", "convolve_direct", "convolve", "add_noise", "noise_sigma", "chi2",
-    "LensingSimulator",
+    "LensingSimulator", "compiled_image",
 ]
 
 LIGHT_MODELS = ("SERSIC", "SERSIC_ELLIPSE", "PIXELATED")
@@ -261,3 +261,32 @@ class LensingSimulator:
                  kwargs_light: Sequence[Mapping[str, Any]]) -> Tensor:
         """The source seen without a lens, on the same grid and with the same PSF."""
         return self.image([], [], light_models, kwargs_light)
+
+
+def compiled_image(simulator: LensingSimulator, lens_models: Sequence[str],
+                   light_models: Sequence[str], **compile_kwargs: Any):
+    """``simulator.image`` for fixed model lists, with each batch chunk run by a
+    :func:`torch.compile` d function.
+
+    Returns ``f(kwargs_lens, kwargs_light) -> image``. The first call per chunk shape
+    compiles (10-40 s on CPU); afterwards the elementwise lens and light formulas run as
+    fused kernels.
+    """
+    chunk = simulator.batch_chunk
+    sim = replace(simulator, batch_chunk=None)
+
+    def one(kwargs_lens: Sequence[Mapping[str, Any]],
+            kwargs_light: Sequence[Mapping[str, Any]]) -> Tensor:
+        return sim.image(lens_models, kwargs_lens, light_models, kwargs_light)
+
+    compiled = torch.compile(one, **compile_kwargs)
+
+    def image(kwargs_lens: Sequence[Mapping[str, Any]],
+              kwargs_light: Sequence[Mapping[str, Any]]) -> Tensor:
+        b = _batch_size(kwargs_lens, kwargs_light)
+        if not chunk or b <= chunk:
+            return compiled(kwargs_lens, kwargs_light)
+        return torch.cat([compiled(_slice(kwargs_lens, i, i + chunk, b), _slice(kwargs_light, i, i + chunk, b))
+                          for i in range(0, b, chunk)])
+
+    return image
