@@ -96,7 +96,8 @@ def test_tiny_end_to_end(tmp_path):
 
     ids = {s: set(read_meta(results / "data" / f"stamps_{s}.h5")["source_id"]) for s in ("train", "val", "test")}
     assert not ids["train"] & ids["test"] and not ids["train"] & ids["val"] and not ids["val"] & ids["test"]
-    pair_ids = set(read_meta(results / "data" / f"pairs_SIE_test.h5")["source_id"])
+    lens = tiny["simulate"]["pairs"]["lens_models"][0]
+    pair_ids = set(read_meta(results / "data" / f"pairs_{lens}_test.h5")["source_id"])
     assert pair_ids <= ids["test"]
     for f in ("filter_table.csv", "filter_table.provenance.json"):
         assert (results / "tables" / f).exists()
@@ -107,12 +108,12 @@ def test_tiny_end_to_end(tmp_path):
     assert not list((results / "data" / "pairs").rglob("shard_*.h5"))
 
     # rerunning the simulation rules gives byte-identical arrays
-    before = _arrays(results / "data" / "pairs_SIE_train.h5")
+    before = _arrays(results / "data" / f"pairs_{lens}_train.h5")
     sr_before = _arrays(results / "data" / "sr_SIE_noisy_test.h5")
     res = run_snakemake(tmp_path, "--cores", "2", "--forcerun", "simulate_pairs", "simulate_sr", "stamps",
                         configs=(REPO / "config" / "tiny.yaml",))
     assert res.returncode == 0, res.stderr[-4000:]
-    assert _arrays(results / "data" / "pairs_SIE_train.h5") == before
+    assert _arrays(results / "data" / f"pairs_{lens}_train.h5") == before
     assert _arrays(results / "data" / "sr_SIE_noisy_test.h5") == sr_before
 
     # the report gathers the figures and tables
