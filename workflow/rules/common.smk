@@ -70,6 +70,9 @@ def all_targets():
             "results/tables/filter_table.csv",
             "results/figures/filter_table.png",
             "results/figures/stamps_by_kind.png",
+            "results/figures/lensing_models.png",
+            "results/figures/lensing_magnification.png",
+            "results/figures/lensing_backward.png",
         ]
         + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)

@@ -95,3 +95,26 @@ rule plot_sr_examples:
         "../../envs/sourcelens.yaml"
     script:
         "../../scripts/plot_sr_examples.py"
+
+
+rule lensing_demo:
+    output:
+        models=report("results/figures/lensing_models.png", caption="../report/lensing_models.rst", category="Lensing"),
+        magnification=report(
+            "results/figures/lensing_magnification.png",
+            caption="../report/lensing_magnification.rst",
+            category="Lensing",
+        ),
+        backward=report(
+            "results/figures/lensing_backward.png", caption="../report/lensing_backward.rst", category="Lensing"
+        ),
+    params:
+        seed=config["seed"],
+    log:
+        "logs/figures/lensing_demo.log",
+    benchmark:
+        "benchmarks/figures/lensing_demo.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/lensing_demo.py"
