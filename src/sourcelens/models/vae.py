@@ -1,0 +1,105 @@
+"""Variational autoencoder of galaxy images (study 000): a 64×64 galaxy in 64 latents.
+
+Encoder: 4×4 stride-2 convolutions (64→128→256→512 channels in the study) with batch norm and
+LeakyReLU(0.2), then linear maps to the latent mean and log-variance. Decoder: a linear map back
+to the smallest feature map and mirrored 4×4 stride-2 transposed convolutions, with a softplus
+output (non-negative surface brightness). The decoder alone is a differentiable galaxy model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _down(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+
+
+def _up(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+
+
+class VAE(nn.Module):
+    """Convolutional VAE for ``in_channels``×``image_size``×``image_size`` galaxy stamps.
+
+    ``encode(x) -> (mu, logvar)``, ``decode(z) -> image``, ``forward(x) -> (reconstruction, mu, logvar)``
+    (the reconstruction decodes a reparameterised sample in training mode and the mean in eval mode).
+    """
+
+    def __init__(self, image_size: int = 64, latent_dim: int = 64,
+                 widths: Sequence[int] = (64, 128, 256, 512), in_channels: int = 1):
+        super().__init__()
+        n_down = len(widths)
+        if image_size % (2**n_down) != 0:
+            raise ValueError(f"image_size {image_size} must be divisible by 2**{n_down} (one halving per width)")
+        self.hparams = {"image_size": int(image_size), "latent_dim": int(latent_dim),
+                        "widths": [int(w) for w in widths], "in_channels": int(in_channels)}
+        self.latent_dim = int(latent_dim)
+        self.image_size = int(image_size)
+        self.in_channels = int(in_channels)
+        self._bottom = image_size // 2**n_down
+        chans = [in_channels, *widths]
+        self.encoder = nn.Sequential(*[_down(chans[i], chans[i + 1]) for i in range(n_down)])
+        flat = widths[-1] * self._bottom**2
+        self.to_mu = nn.Linear(flat, latent_dim)
+        self.to_logvar = nn.Linear(flat, latent_dim)
+        self.from_latent = nn.Linear(latent_dim, flat)
+        rev = list(widths[::-1])
+        self.decoder = nn.Sequential(*[_up(rev[i], rev[i + 1]) for i in range(n_down - 1)])
+        self.to_image = nn.ConvTranspose2d(rev[-1], in_channels, 4, stride=2, padding=1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent mean and log-variance of images ``x`` (B, C, H, W)."""
+        h = self.encoder(x).flatten(1)
+        return self.to_mu(h), self.to_logvar(h).clamp(-20.0, 10.0)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W), non-negative, from latents ``z`` (B, latent_dim)."""
+        h = self.from_latent(z).view(-1, self.hparams["widths"][-1], self._bottom, self._bottom)
+        return F.softplus(self.to_image(self.decoder(F.leaky_relu(h, 0.2))))
+
+    @staticmethod
+    def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = self.reparameterise(mu, logvar) if self.training else mu
+        return self.decode(z), mu, logvar
+
+    @staticmethod
+    def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || N(0, 1)) per object, summed over latents."""
+        return -0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1)
+
+
+def save_vae(model: VAE, path: str | Path, provenance: Mapping[str, Any] | None = None,
+             extra: Mapping[str, Any] | None = None) -> Path:
+    """Save weights, architecture and provenance to one file (written atomically)."""
+    from ..io import atomic_path
+
+    path = Path(path)
+    payload = {"format": "sourcelens-vae-1", "hparams": model.hparams, "state_dict": model.state_dict(),
+               "provenance": dict(provenance or {}), "extra": dict(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+    """Load a VAE saved by :func:`save_vae`, in eval mode; raises naming the file if it is not one."""
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != "sourcelens-vae-1":
+        raise ValueError(f"'{path}' is not a sourcelens VAE model file (saved by sourcelens.models.save_vae)")
+    model = VAE(**payload["hparams"])
+    model.load_state_dict(payload["state_dict"])
+    model.provenance = payload.get("provenance", {})
+    model.extra = payload.get("extra", {})
+    return model.eval()
