@@ -2,6 +2,10 @@
 
     sourcelens info FILE [--rows N]      summary of any sourcelens output (HDF5, CSV, FITS, JSON)
     sourcelens check-config FILE...      validate config files against the schema
+    sourcelens vae encode MODEL FITS [-o OUT]              latent means of a stamp or an N×H×W cube (.npy or FITS)
+    sourcelens vae decode MODEL LATENTS -o OUT.fits        images decoded from latents (.npy or FITS)
+    sourcelens vae reconstruct MODEL FITS -o OUT.fits      encode then decode (the VAE's reconstruction)
+    sourcelens vae fit MODEL FITS --sigma S -o OUT.fits    decoder fit (latents, flux, offset, zoom; L-BFGS)
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def _describe_hdf5(path: Path, rows: int) -> str:
@@ -74,6 +81,278 @@ def _describe(path: Path, rows: int) -> str:
     raise ValueError(f"don't know how to describe '{path}' (HDF5, CSV/TSV, FITS or JSON)")
 
 
+# --------------------------------------------------------------------------------------------
+# sourcelens vae ...: the VAE on users' own galaxy stamps (FITS)
+# --------------------------------------------------------------------------------------------
+class VAECommandError(ValueError):
+    """A user-facing error of a ``sourcelens vae`` command (bad input file, size, values)."""
+
+
+def _add_vae_parser(sub) -> None:
+    p_vae = sub.add_parser("vae", help="encode, decode, reconstruct or fit galaxy stamps with a trained VAE",
+                           description="Galaxy stamps are FITS images: one 2-D stamp or an N×H×W cube "
+                                       "(the first HDU with data), H = W = the model's image size.")
+    vsub = p_vae.add_subparsers(dest="vae_command", required=True)
+
+    def common(p, data_help: str):
+        p.add_argument("model", type=Path, help="VAE model file (sourcelens.models.save_vae, e.g. results/models/vae.pt)")
+        p.add_argument("input", type=Path, help=data_help)
+
+    def stamp_options(p):
+        p.add_argument("--resize", action="store_true",
+                       help="resample stamps of another size to the model's (anti-aliased; changes the noise)")
+        p.add_argument("--hdu", default=None, help="HDU (index or name) to read; default the first with data")
+
+    p = vsub.add_parser("encode", help="latent means (and log-variances) of stamps")
+    common(p, "FITS stamp or cube")
+    stamp_options(p)
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="OUT.npy (N×L latent means) or OUT.fits (table: z, logvar, peak); "
+                        "default <input stem>_latents.npy beside the input")
+    p = vsub.add_parser("decode", help="images decoded from latents")
+    common(p, "latents: .npy (N×L or L) or FITS (table with a 'z' column, or an N×L image)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="OUT.fits (a stamp, or an N×H×W cube)")
+    p.add_argument("--peak", type=float, default=None,
+                   help="multiply the decoded images by this (default: the 'peak' column of a FITS table, else 1)")
+    p = vsub.add_parser("reconstruct", help="the VAE's reconstruction (decode of the encoder mean)")
+    common(p, "FITS stamp or cube")
+    stamp_options(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="OUT.fits, same shape and units as the input")
+    p = vsub.add_parser("fit", help="fit stamps with the decoder (latents, flux, centre offset, zoom)")
+    common(p, "FITS stamp or cube")
+    stamp_options(p)
+    p.add_argument("--sigma", required=True,
+                   help="noise sigma in the image's units: a number, or a FITS file of per-pixel sigma maps "
+                        "shaped like the input")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="OUT.fits: the model (primary HDU, shaped like the input) and a FITS table 'FIT' "
+                        "(z, flux, dx, dy [pixels], scale, chi2, chi2_nu per stamp)")
+    p.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations (default 200)")
+    p.add_argument("--init", choices=("encoder", "prior"), default="encoder", help="start (default: encoder mean)")
+    p.add_argument("--prior-weight", type=float, default=1.0, help="weight of the N(0, 1) latent prior (default 1)")
+
+
+def _load_model(path: Path):
+    from .models.vae import load_vae
+
+    if not path.is_file():
+        raise VAECommandError(f"no such model file: {path}")
+    try:
+        return load_vae(path)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a wrong file
+        raise VAECommandError(f"cannot load model '{path}': {err}") from err
+
+
+def _read_fits_array(path: Path, hdu: str | None = None) -> tuple[np.ndarray, Any]:
+    from astropy.io import fits
+
+    if not path.is_file():
+        raise VAECommandError(f"no such file: {path}")
+    try:
+        with fits.open(path) as hdul:
+            if hdu is not None:
+                key = int(hdu) if str(hdu).isdigit() else hdu
+                chosen = hdul[key]
+            else:
+                chosen = next((h for h in hdul if h.data is not None and getattr(h, "is_image", False)), None)
+                if chosen is None:
+                    raise VAECommandError(f"'{path}' has no image HDU with data")
+            return np.array(chosen.data, dtype=np.float64), chosen.header.copy()
+    except (OSError, KeyError, IndexError) as err:
+        raise VAECommandError(f"cannot read FITS file '{path}': {err}") from err
+
+
+def _read_stamps(path: Path, size: int, resize: bool = False, hdu: str | None = None) -> tuple[np.ndarray, bool, Any]:
+    """Stamps (N, size, size) float64 from a FITS stamp or cube; also whether the input was 2-D."""
+    data, header = _read_fits_array(path, hdu)
+    if data.ndim not in (2, 3):
+        raise VAECommandError(f"'{path}': expected a 2-D stamp or an N×H×W cube, got shape {data.shape}")
+    single = data.ndim == 2
+    cube = data[None] if single else data
+    bad = ~np.isfinite(cube).all(axis=(1, 2))
+    if bad.any():
+        which = np.flatnonzero(bad)
+        where = "" if single else f" (stamps {', '.join(map(str, which[:10]))}{' ...' if len(which) > 10 else ''})"
+        raise VAECommandError(f"'{path}' contains NaN or infinite pixels{where}; mask or fill them first")
+    if cube.shape[1:] != (size, size):
+        if not resize:
+            raise VAECommandError(
+                f"'{path}': stamps are {cube.shape[1]}×{cube.shape[2]} but the model takes {size}×{size}; "
+                f"cut or resample them, or pass --resize")
+        from skimage.transform import resize as sk_resize
+
+        cube = np.stack([sk_resize(img, (size, size), order=1, anti_aliasing=True, preserve_range=True)
+                         for img in cube])
+    return cube, single, header
+
+
+def _peaks(stamps: np.ndarray, path: Path) -> np.ndarray:
+    peaks = stamps.max(axis=(1, 2))
+    if (peaks <= 0).any():
+        raise VAECommandError(f"'{path}': stamps {np.flatnonzero(peaks <= 0).tolist()[:10]} have no positive pixel")
+    return peaks
+
+
+def _encode(vae, stamps: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latent means and log-variances of peak-normalised stamps (the VAE's training normalisation)."""
+    import torch
+
+    peaks = _peaks(stamps, path)
+    x = torch.as_tensor(stamps / peaks[:, None, None], dtype=torch.float32)[:, None]
+    with torch.no_grad():
+        mus, lvs = zip(*[vae.encode(x[i:i + 256]) for i in range(0, len(x), 256)])
+    return torch.cat(mus).numpy(), torch.cat(lvs).numpy(), peaks
+
+
+def _decode(vae, z: np.ndarray) -> np.ndarray:
+    import torch
+
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32))
+    with torch.no_grad():
+        return torch.cat([vae.decode(z[i:i + 256])[:, 0] for i in range(0, len(z), 256)]).numpy()
+
+
+def _write_fits(path: Path, image: np.ndarray, header_cards: dict[str, Any], table=None) -> None:
+    from astropy.io import fits
+
+    from .io import atomic_path
+
+    primary = fits.PrimaryHDU(np.asarray(image, dtype=np.float32))
+    for key, value in header_cards.items():
+        primary.header[key] = value
+    hdus = [primary] + ([table] if table is not None else [])
+    with atomic_path(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+
+
+def _model_cards(model_path: Path, vae, command: str) -> dict[str, Any]:
+    return {"CREATOR": "sourcelens vae " + command, "VAEMODEL": str(model_path.name)[:60],
+            "LATDIM": (vae.latent_dim, "latent dimension"), "IMSIZE": (vae.image_size, "model stamp size")}
+
+
+def _read_latents(path: Path, latent_dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if not path.is_file():
+        raise VAECommandError(f"no such file: {path}")
+    peak = None
+    if path.suffix.lower() == ".npy":
+        z = np.load(path)
+    elif path.suffix.lower() in (".fits", ".fit", ".fts"):
+        from astropy.io import fits
+
+        with fits.open(path) as hdul:
+            table = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
+            if table is not None:
+                if "z" not in table.columns.names:
+                    raise VAECommandError(f"'{path}': FITS table has no 'z' column")
+                z = np.array(table.data["z"], dtype=np.float64)
+                if "peak" in table.columns.names:
+                    peak = np.array(table.data["peak"], dtype=np.float64)
+            else:
+                z, _ = _read_fits_array(path)
+    else:
+        raise VAECommandError(f"'{path}': latents must be a .npy or FITS file")
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or z.shape[1] != latent_dim:
+        raise VAECommandError(f"'{path}': expected N×{latent_dim} latents for this model, got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise VAECommandError(f"'{path}' contains NaN or infinite latents")
+    return z, peak
+
+
+def _run_vae(args) -> int:
+    from astropy.io import fits
+
+    from .io import atomic_path
+
+    vae = _load_model(args.model)
+    cmd = args.vae_command
+    if cmd == "decode":
+        z, peak = _read_latents(args.input, vae.latent_dim)
+        images = _decode(vae, z)
+        scale = np.full(len(z), args.peak) if args.peak is not None else (peak if peak is not None else np.ones(len(z)))
+        images = images * scale[:, None, None]
+        _write_fits(args.output, images[0] if len(images) == 1 else images, _model_cards(args.model, vae, cmd))
+        print(f"decoded {len(z)} latent vector(s) -> {args.output}")
+        return 0
+
+    stamps, single, _ = _read_stamps(args.input, vae.image_size, args.resize, args.hdu)
+    squeeze = (lambda a: a[0]) if single else (lambda a: a)
+    if cmd == "encode":
+        mu, logvar, peaks = _encode(vae, stamps, args.input)
+        out = args.output or args.input.with_name(args.input.stem + "_latents.npy")
+        if out.suffix.lower() == ".npy":
+            with atomic_path(out) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, squeeze(mu))
+        elif out.suffix.lower() in (".fits", ".fit", ".fts"):
+            table = fits.BinTableHDU.from_columns([
+                fits.Column(name="z", format=f"{vae.latent_dim}D", array=mu.astype(np.float64)),
+                fits.Column(name="logvar", format=f"{vae.latent_dim}D", array=logvar.astype(np.float64)),
+                fits.Column(name="peak", format="D", array=peaks),
+            ], name="LATENTS")
+            primary = fits.PrimaryHDU()
+            for key, value in _model_cards(args.model, vae, cmd).items():
+                primary.header[key] = value
+            with atomic_path(out) as tmp:
+                fits.HDUList([primary, table]).writeto(tmp, overwrite=True)
+        else:
+            raise VAECommandError(f"output '{out}' must end in .npy or .fits")
+        print(f"encoded {len(mu)} stamp(s) of {args.input} -> {out} ({vae.latent_dim} latents each)")
+        return 0
+    if cmd == "reconstruct":
+        mu, _, peaks = _encode(vae, stamps, args.input)
+        rec = _decode(vae, mu) * peaks[:, None, None]
+        _write_fits(args.output, squeeze(rec), _model_cards(args.model, vae, cmd))
+        print(f"reconstructed {len(rec)} stamp(s) of {args.input} -> {args.output}")
+        return 0
+    if cmd == "fit":
+        try:
+            sigma_arr: Any = float(args.sigma)
+        except ValueError:
+            sigma_arr = None
+        if sigma_arr is not None and not sigma_arr > 0:
+            raise VAECommandError(f"--sigma must be positive, got {args.sigma}")
+        if sigma_arr is None:
+            sig_path = Path(args.sigma)
+            sigma_arr, _, _ = _read_stamps(sig_path, vae.image_size, args.resize)
+            if sigma_arr.shape != stamps.shape:
+                raise VAECommandError(f"sigma map '{sig_path}' has shape {sigma_arr.shape}, "
+                                      f"the stamps {stamps.shape}")
+            if not (sigma_arr > 0).all():
+                raise VAECommandError(f"sigma map '{sig_path}' has non-positive values")
+        peaks = _peaks(stamps, args.input)
+        try:
+            from .fit.decoder import fit_decoder
+        except ImportError:  # pragma: no cover - the package ships it
+            fit_decoder = None
+        if fit_decoder is not None:
+            res = fit_decoder(vae, stamps, sigma_arr, init=args.init, max_iter=args.max_iter,
+                              prior_weight=args.prior_weight, encoder_input=stamps / peaks[:, None, None])
+            model, z, flux, offset, scale, chi2, chi2_nu = (res.model, res.z, res.flux, res.offset, res.scale,
+                                                            res.chi2, res.chi2_nu)
+        else:  # pragma: no cover
+            from .fit.lensed import fit_decoder_images
+
+            r = fit_decoder_images(vae, stamps, sigma_arr, args.max_iter, args.init, args.prior_weight)
+            model, z, flux, offset, scale = r["model"], r["z"], r["amp"], r["offset"], np.ones(len(stamps))
+            chi2, chi2_nu = r["chi2"], r["chi2_nu"]
+        table = fits.BinTableHDU.from_columns([
+            fits.Column(name="z", format=f"{vae.latent_dim}D", array=np.asarray(z, dtype=np.float64)),
+            fits.Column(name="flux", format="D", array=np.asarray(flux, dtype=np.float64)),
+            fits.Column(name="dx", format="D", unit="pixel", array=np.asarray(offset)[:, 0]),
+            fits.Column(name="dy", format="D", unit="pixel", array=np.asarray(offset)[:, 1]),
+            fits.Column(name="scale", format="D", array=np.asarray(scale, dtype=np.float64)),
+            fits.Column(name="chi2", format="D", array=np.asarray(chi2, dtype=np.float64)),
+            fits.Column(name="chi2_nu", format="D", array=np.asarray(chi2_nu, dtype=np.float64)),
+        ], name="FIT")
+        _write_fits(args.output, squeeze(np.asarray(model)), _model_cards(args.model, vae, cmd), table)
+        print(f"fitted {len(stamps)} stamp(s) of {args.input}: median chi2/nu {np.median(chi2_nu):.3g} -> {args.output}")
+        return 0
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sourcelens", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     p_info.add_argument("--rows", type=int, default=5, help="metadata rows to show")
     p_check = sub.add_parser("check-config", help="validate config files (merged in order) against the schema")
     p_check.add_argument("files", nargs="+", type=Path)
+    _add_vae_parser(sub)
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -108,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("config OK: " + ", ".join(map(str, args.files)))
         return 0
+    if args.command == "vae":
+        try:
+            return _run_vae(args)
+        except VAECommandError as err:
+            print(f"sourcelens vae {args.vae_command}: {err}", file=sys.stderr)
+            return 1
     return 2
 
 
