@@ -764,3 +764,154 @@ def learning_curve(metrics: pd.DataFrame, *, title: str | None = None) -> Figure
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title or "VAE learning curve", fontsize=11)
     return fig
+
+
+# --------------------------------------------------------------------------------------
+# VAE evaluation and galaxy fits (study 000)
+
+
+def _panel(ax: Axes, image: np.ndarray, norm, cmap: str = IMAGE_CMAP, title: str | None = None):
+    im = ax.imshow(image, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=7)
+    return im
+
+
+def _residual_norm(residuals: np.ndarray) -> colors.Normalize:
+    lim = float(np.nanpercentile(np.abs(residuals), 99.5)) if np.size(residuals) else 1.0
+    lim = lim if np.isfinite(lim) and lim > 0 else 1.0
+    return colors.Normalize(vmin=-lim, vmax=lim)
+
+
+def vae_reconstructions(
+    inputs: np.ndarray, reconstructions: np.ndarray, labels: Sequence[str] | None = None,
+    *, suptitle: str | None = None,
+) -> Figure:
+    """Input, VAE reconstruction and residual (input − reconstruction) of example galaxies.
+
+    One column per galaxy; rows input / reconstruction (shared arcsinh stretch) and residual
+    (diverging, symmetric about 0). ``labels`` title each column (e.g. source id and SSIM).
+    """
+    inputs, recs = _as_stack(inputs), _as_stack(reconstructions)
+    n = len(inputs)
+    res = inputs - recs
+    norm = colors.AsinhNorm(linear_width=0.02, vmin=min(0.0, max(-0.05, float(np.nanmin(inputs)))),
+                            vmax=max(1.0, float(np.nanmax(inputs))))
+    rnorm = _residual_norm(res)
+    fig, axes = _image_grid(3, n, panel=1.5, extra_width=1.2)
+    im = rim = None
+    for c in range(n):
+        im = _panel(axes[0, c], inputs[c], norm, title=None if labels is None else str(labels[c]))
+        _panel(axes[1, c], recs[c], norm)
+        rim = _panel(axes[2, c], res[c], rnorm, cmap="RdBu_r")
+    for r, name in enumerate(("input", "reconstruction", "residual")):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    if im is not None:
+        _colorbar(fig, im, axes[:2].ravel().tolist(), "flux / peak flux", shrink=0.8, pad=0.01)
+        _colorbar(fig, rim, axes[2].ravel().tolist(), "input − model", shrink=0.8, pad=0.01)
+    fig.suptitle(suptitle or "VAE reconstructions of test galaxies (encoder mean → decoder)", fontsize=11)
+    return fig
+
+
+def image_gallery(
+    images: np.ndarray, *, n_cols: int = 8, titles: Sequence[str] | None = None, suptitle: str | None = None,
+) -> Figure:
+    """A grid of images with one shared arcsinh stretch (e.g. decoder samples from the prior)."""
+    images = _as_stack(images)
+    n = len(images)
+    n_cols = max(1, min(int(n_cols), n))
+    n_rows = int(np.ceil(n / n_cols))
+    norm = colors.AsinhNorm(linear_width=0.02, vmin=min(0.0, float(np.nanmin(images))),
+                            vmax=max(float(np.nanmax(images)), 1e-6))
+    fig, axes = _image_grid(n_rows, n_cols, panel=1.4, extra_width=1.0)
+    im = None
+    for k, ax in enumerate(axes.ravel()):
+        if k >= n:
+            ax.set_axis_off()
+            continue
+        im = _panel(ax, images[k], norm, title=None if titles is None else str(titles[k]))
+    if im is not None:
+        _colorbar(fig, im, axes.ravel().tolist(), "flux", shrink=0.8, pad=0.01)
+    fig.suptitle(suptitle or "Galaxies decoded from the prior z ~ N(0, I)", fontsize=11)
+    return fig
+
+
+def latent_interpolation(
+    images: np.ndarray, *, endpoints: np.ndarray | None = None, labels: tuple[str, str] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Decoded images along a straight line in latent space between two galaxies.
+
+    ``images`` (n_steps, H, W) from t = 0 to 1; ``endpoints`` (2, H, W), the two input galaxies, are
+    drawn at both ends of a second row when given.
+    """
+    images = _as_stack(images)
+    n = len(images)
+    rows = 1 if endpoints is None else 2
+    stack = images if endpoints is None else np.concatenate([images, _as_stack(endpoints)])
+    norm = colors.AsinhNorm(linear_width=0.02, vmin=min(0.0, float(np.nanmin(stack))),
+                            vmax=max(float(np.nanmax(stack)), 1e-6))
+    fig, axes = _image_grid(rows, n, panel=1.4, extra_width=1.0)
+    im = None
+    for c in range(n):
+        t = c / max(n - 1, 1)
+        im = _panel(axes[0, c], images[c], norm, title=f"t = {t:.2f}")
+    axes[0, 0].set_ylabel("decoded", fontsize=9)
+    if endpoints is not None:
+        endpoints = _as_stack(endpoints)
+        for c in range(n):
+            axes[1, c].set_axis_off()
+        for c, k in ((0, 0), (n - 1, 1)):
+            axes[1, c].set_axis_on()
+            _panel(axes[1, c], endpoints[k], norm, title=None if labels is None else str(labels[k]))
+        axes[1, 0].set_ylabel("input", fontsize=9)
+    _colorbar(fig, im, axes.ravel().tolist(), "flux", shrink=0.8, pad=0.01)
+    fig.suptitle(suptitle or "Latent interpolation z(t) = (1 − t) z₀ + t z₁ between two test galaxies", fontsize=11)
+    return fig
+
+
+def fit_comparison(
+    data: np.ndarray, models: dict[str, np.ndarray], *, labels: Sequence[str] | None = None,
+    chi2_nu: dict[str, Sequence[float]] | None = None, noise_sigma: Sequence[float] | float | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Data, then model and normalised residual (data − model)/σ per fit method, one row per galaxy.
+
+    ``models``: {method: (N, H, W)}; ``chi2_nu``: {method: (N,)} written in the model panels;
+    residuals are divided by ``noise_sigma`` when given (shown from −5 to 5) and raw otherwise.
+    """
+    data = _as_stack(data)
+    n = len(data)
+    methods = list(models)
+    n_cols = 1 + 2 * len(methods)
+    norm = colors.AsinhNorm(linear_width=0.02, vmin=min(0.0, max(-0.1, float(np.nanmin(data)))),
+                            vmax=max(1.0, float(np.nanmax(data))))
+    sig = None if noise_sigma is None else np.broadcast_to(np.asarray(noise_sigma, dtype=float), (n,))
+    residuals = {m: data - _as_stack(models[m]) for m in methods}
+    if sig is not None:
+        residuals = {m: r / sig[:, None, None] for m, r in residuals.items()}
+        rnorm = colors.Normalize(-5, 5)
+    else:
+        rnorm = _residual_norm(np.concatenate(list(residuals.values())))
+    fig, axes = _image_grid(n, n_cols, panel=1.35, extra_width=1.2)
+    im = rim = None
+    for r in range(n):
+        im = _panel(axes[r, 0], data[r], norm, title="data" if r == 0 else None)
+        if labels is not None:
+            axes[r, 0].set_ylabel(textwrap.shorten(str(labels[r]), 20, placeholder="…"), fontsize=7)
+        for k, m in enumerate(methods):
+            title = None
+            if chi2_nu is not None:
+                title = (f"{m}\n" if r == 0 else "") + f"χ²/ν={float(chi2_nu[m][r]):.2f}"
+            elif r == 0:
+                title = m
+            _panel(axes[r, 1 + 2 * k], _as_stack(models[m])[r], norm, title=title)
+            rim = _panel(axes[r, 2 + 2 * k], residuals[m][r], rnorm, cmap="RdBu_r",
+                         title="residual" if r == 0 else None)
+    _colorbar(fig, im, axes[:, 0].tolist(), "flux / peak flux", shrink=0.6, pad=0.01, location="left")
+    _colorbar(fig, rim, axes.ravel().tolist(), "(data − model)/σ" if sig is not None else "data − model",
+              shrink=0.6, pad=0.01)
+    fig.suptitle(suptitle or "Galaxy fits: data, model and residual per method", fontsize=11)
+    return fig

@@ -1,0 +1,280 @@
+"""Image-quality metrics between a true and a model galaxy image, and their summaries.
+
+Every per-image metric compares a *true* image (the reference: the noiseless stamp, or the data)
+with a *model* image (a reconstruction or a fit) of the same shape:
+
+========================  ==================================================================
+``mse``                   mean of (model − true)²
+``ssim``                  structural similarity (scikit-image), ``data_range`` = max − min of
+                          the true image
+``psnr``                  10 log10(data_range² / mse) in dB, same data_range (inf if mse = 0)
+``peak_rel_error``        (max model − max true) / max true
+``flux_rel_error``        (Σ model − Σ true) / Σ true
+``e1_true, e2_true``      HSM adaptive-moment ellipticity of the true image (GalSim
+``e1_model, e2_model``    ``FindAdaptiveMom``, ``observed_shape.e1/e2``: the *distortion*
+                          (a²−b²)/(a²+b²) convention, not the reduced shear); NaN with a
+                          logged warning where HSM fails
+``ellipticity_error``     |e_model − e_true| = √(Δe1² + Δe2²)
+``chi2``, ``chi2_nu``     Σ((true − model)/σ)² and χ²/ν with ν = N_pix − n_params (only when
+                          σ is given; σ may be a scalar or a per-pixel map)
+========================  ==================================================================
+
+:func:`summarise` turns a table of per-image metrics into mean, median, std and the 16th/84th
+percentiles per metric (NaN values ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("sourcelens.metrics")
+
+METRIC_COLUMNS = (
+    "mse", "ssim", "psnr", "peak_rel_error", "flux_rel_error",
+    "e1_true", "e2_true", "e1_model", "e2_model", "ellipticity_error", "chi2", "chi2_nu",
+)
+
+
+def mse(true: np.ndarray, model: np.ndarray) -> float:
+    """Mean squared error."""
+    true, model = _pair(true, model)
+    return float(np.mean((model - true) ** 2))
+
+
+def data_range(true: np.ndarray) -> float:
+    """max − min of the true image (1.0 if the image is constant)."""
+    true = np.asarray(true, dtype=float)
+    rng = float(np.max(true) - np.min(true))
+    return rng if rng > 0 else 1.0
+
+
+def ssim(true: np.ndarray, model: np.ndarray) -> float:
+    """Structural similarity (scikit-image, Gaussian-free 7×7 window), data range from the true image."""
+    from skimage.metrics import structural_similarity
+
+    true, model = _pair(true, model)
+    return float(structural_similarity(true, model, data_range=data_range(true)))
+
+
+def psnr(true: np.ndarray, model: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB with the true image's data range (inf for identical images)."""
+    err = mse(true, model)
+    if err == 0:
+        return math.inf
+    return float(10.0 * np.log10(data_range(true) ** 2 / err))
+
+
+def peak_rel_error(true: np.ndarray, model: np.ndarray) -> float:
+    """(max model − max true) / max true."""
+    true, model = _pair(true, model)
+    peak = float(np.max(true))
+    return float((np.max(model) - peak) / peak) if peak != 0 else math.nan
+
+
+def flux_rel_error(true: np.ndarray, model: np.ndarray) -> float:
+    """(Σ model − Σ true) / Σ true."""
+    true, model = _pair(true, model)
+    flux = float(np.sum(true))
+    return float((np.sum(model) - flux) / flux) if flux != 0 else math.nan
+
+
+def hsm_ellipticity(image: np.ndarray, label: str = "image") -> tuple[float, float]:
+    """(e1, e2) of the HSM adaptive-moment observed shape (distortion convention).
+
+    Returns (nan, nan) and logs a warning when GalSim's HSM fails to converge.
+    """
+    import galsim
+
+    arr = np.ascontiguousarray(np.asarray(image, dtype=np.float64))
+    try:
+        moments = galsim.hsm.FindAdaptiveMom(galsim.Image(arr, scale=1.0), strict=True)
+    except (galsim.hsm.GalSimHSMError, RuntimeError, ValueError) as err:
+        log.warning("HSM adaptive moments failed for %s: %s", label, str(err).strip().splitlines()[0][:200])
+        return math.nan, math.nan
+    shape = moments.observed_shape
+    return float(shape.e1), float(shape.e2)
+
+
+def chi2(data: np.ndarray, model: np.ndarray, sigma: float | np.ndarray) -> float:
+    """Σ((data − model)/σ)²; σ a scalar or an array broadcastable to the image."""
+    data, model = _pair(data, model)
+    sigma = np.asarray(sigma, dtype=float)
+    if np.any(sigma <= 0):
+        raise ValueError("sigma must be positive for a chi-squared")
+    return float(np.sum(((data - model) / sigma) ** 2))
+
+
+def reduced_chi2(data: np.ndarray, model: np.ndarray, sigma: float | np.ndarray, n_params: int = 0) -> float:
+    """χ²/ν with ν = number of pixels − ``n_params`` (free parameters of the model)."""
+    nu = np.asarray(data).size - int(n_params)
+    if nu <= 0:
+        raise ValueError(f"{n_params} free parameters leave no degrees of freedom for {np.asarray(data).size} pixels")
+    return chi2(data, model, sigma) / nu
+
+
+def image_metrics(
+    true: np.ndarray, model: np.ndarray, *, sigma: float | np.ndarray | None = None, n_params: int = 0,
+    data: np.ndarray | None = None, label: str = "image",
+) -> dict[str, float]:
+    """All metrics of one (true, model) pair as a dict (keys :data:`METRIC_COLUMNS`).
+
+    The χ² compares the model with ``data`` (default: ``true``), e.g. the noisy image that was
+    fitted, while the other metrics compare it with ``true`` (e.g. the noiseless stamp).
+    ``sigma`` None, or zero/non-finite, gives NaN χ².
+    """
+    true, model = _pair(true, model)
+    e1_t, e2_t = hsm_ellipticity(true, f"{label} (true)")
+    e1_m, e2_m = hsm_ellipticity(model, f"{label} (model)")
+    out = {
+        "mse": mse(true, model),
+        "ssim": ssim(true, model),
+        "psnr": psnr(true, model),
+        "peak_rel_error": peak_rel_error(true, model),
+        "flux_rel_error": flux_rel_error(true, model),
+        "e1_true": e1_t, "e2_true": e2_t, "e1_model": e1_m, "e2_model": e2_m,
+        "ellipticity_error": float(np.hypot(e1_m - e1_t, e2_m - e2_t)),
+        "chi2": math.nan, "chi2_nu": math.nan,
+    }
+    if sigma is not None:
+        sig = np.asarray(sigma, dtype=float)
+        if np.all(np.isfinite(sig)) and np.all(sig > 0):
+            ref = true if data is None else np.asarray(data, dtype=float)
+            out["chi2"] = chi2(ref, model, sig)
+            out["chi2_nu"] = reduced_chi2(ref, model, sig, n_params)
+    return out
+
+
+def batch_metrics(
+    true: np.ndarray, model: np.ndarray, *, sigma: float | Sequence[float] | np.ndarray | None = None,
+    n_params: int = 0, data: np.ndarray | None = None, labels: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Metrics of stacks (N, H, W) of true and model images: one row per image.
+
+    ``sigma``: None, a scalar, one value per image (N,), or per-pixel maps (N, H, W).
+    """
+    true = np.asarray(true, dtype=float)
+    model = np.asarray(model, dtype=float)
+    if true.shape != model.shape or true.ndim != 3:
+        raise ValueError(f"expected two (N, H, W) stacks of equal shape, got {true.shape} and {model.shape}")
+    n = len(true)
+    if sigma is None:
+        sigmas: list = [None] * n
+    else:
+        s = np.asarray(sigma, dtype=float)
+        sigmas = list(np.broadcast_to(s, (n,))) if s.ndim <= 1 else list(s)
+    labels = list(labels) if labels is not None else [f"image {i}" for i in range(n)]
+    rows = [
+        image_metrics(true[i], model[i], sigma=sigmas[i], n_params=n_params,
+                      data=None if data is None else data[i], label=labels[i])
+        for i in range(n)
+    ]
+    return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+
+
+def summarise(df: pd.DataFrame, metrics: Sequence[str] | None = None, by: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, median, std, 16th and 84th percentiles and count (non-NaN) per metric.
+
+    ``metrics``: the columns to summarise (default: every numeric column present of
+    :data:`METRIC_COLUMNS`, else every numeric column). ``by``: optional grouping column(s)
+    (e.g. the fit method); the result then has those columns first. Infinite values (PSNR of
+    identical images) count as missing.
+    Returns one row per (group, metric): columns [*by, metric, mean, median, std, p16, p84, n].
+    """
+    if metrics is None:
+        numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+        metrics = [c for c in METRIC_COLUMNS if c in numeric] or numeric
+    by_cols = [] if by is None else ([by] if isinstance(by, str) else list(by))
+    groups = [((), df)] if not by_cols else df.groupby(by_cols, sort=False)
+    rows = []
+    for key, sub in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for name in metrics:
+            values = pd.to_numeric(sub[name], errors="coerce").to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            row = dict(zip(by_cols, key))
+            row["metric"] = name
+            if values.size:
+                row.update(mean=float(np.mean(values)), median=float(np.median(values)),
+                           std=float(np.std(values, ddof=1)) if values.size > 1 else 0.0,
+                           p16=float(np.percentile(values, 16)), p84=float(np.percentile(values, 84)))
+            else:
+                row.update(mean=math.nan, median=math.nan, std=math.nan, p16=math.nan, p84=math.nan)
+            row["n"] = int(values.size)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*by_cols, "metric", "mean", "median", "std", "p16", "p84", "n"])
+
+
+def _pair(true: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true = np.asarray(true, dtype=float)
+    model = np.asarray(model, dtype=float)
+    if true.shape != model.shape:
+        raise ValueError(f"true and model images differ in shape: {true.shape} vs {model.shape}")
+    return true, model
+
+
+def describe(summary: pd.DataFrame, metrics: Mapping[str, str] | None = None) -> str:
+    """A short one-line text of medians (for logs): 'mse=… ssim=…'."""
+    parts = []
+    for _, row in summary.iterrows():
+        if metrics is None or row["metric"] in metrics:
+            parts.append(f"{row['metric']}={row['median']:.4g}")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------
+# VAE evaluation on the test split
+
+
+def select_examples(meta: pd.DataFrame, n: int) -> np.ndarray:
+    """Deterministic example rows: originals sorted by source id, ``n`` evenly spaced among them.
+
+    Evenly spaced over the sorted ids spreads the examples over the source kinds (ids start with
+    the kind). Returns row indices of ``meta``.
+    """
+    orig = original_rows(meta)
+    order = orig[np.argsort(meta["source_id"].astype(str).to_numpy()[orig], kind="stable")]
+    if order.size == 0:
+        return order
+    pick = np.unique(np.linspace(0, order.size - 1, min(int(n), order.size)).round().astype(int))
+    return order[pick]
+
+
+def original_rows(meta: pd.DataFrame) -> np.ndarray:
+    """Rows of un-augmented stamps (``augmentation == "original"``; all rows if the column is absent)."""
+    if "augmentation" not in meta.columns:
+        return np.arange(len(meta))
+    return np.flatnonzero(meta["augmentation"].astype(str).to_numpy() == "original")
+
+
+def vae_test_metrics(vae, images: np.ndarray, meta: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Per-stamp reconstruction metrics of the VAE (encoder mean → decoder) on every stamp.
+
+    Returns (table, reconstructions, latent means). The table has ``source_id``, ``kind``,
+    ``augmentation``, ``original`` (bool) and the :data:`METRIC_COLUMNS`; χ² uses the stamp's own
+    ``noise_sigma`` (NaN for noiseless stamps) with n_params = 0 (a reconstruction fits nothing).
+    """
+    from .fit.decoder import reconstruct
+
+    recs, mus = reconstruct(vae, images)
+    sigma = meta["noise_sigma"].to_numpy(dtype=float) if "noise_sigma" in meta.columns else None
+    ids = meta["source_id"].astype(str).to_numpy() if "source_id" in meta.columns else np.arange(len(meta)).astype(str)
+    aug = meta["augmentation"].astype(str).to_numpy() if "augmentation" in meta.columns else np.full(len(meta), "original")
+    labels = [f"{i} ({a})" for i, a in zip(ids, aug)]
+    table = batch_metrics(images, recs, sigma=sigma, labels=labels)
+    front = pd.DataFrame({"source_id": ids, "kind": meta.get("kind", pd.Series([""] * len(meta))).astype(str).to_numpy(),
+                          "augmentation": aug, "original": aug == "original"})
+    return pd.concat([front, table], axis=1), recs, mus
+
+
+def vae_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Summary of :func:`vae_test_metrics`: subset ``originals`` (one stamp per galaxy, the headline
+    numbers) and ``all stamps`` (augmented copies included), per metric."""
+    parts = [summarise(table[table["original"]]).assign(subset="originals"),
+             summarise(table).assign(subset="all stamps")]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["subset", *[c for c in out.columns if c != "subset"]]]

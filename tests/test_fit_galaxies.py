@@ -1,0 +1,157 @@
+"""Decoder fits (batched L-BFGS) and the lenstronomy Sérsic / shapelet baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sourcelens.fit import (add_noise_to_level, fit_decoder, fit_sersic, fit_sersic_shapelets, n_free_params,
+                            render, shapelet_n_params)
+from sourcelens.models import VAE
+
+N = 32
+
+
+def _blobs(rng, n, size=N):
+    """Elliptical Gaussian galaxies with random sizes, shapes and small offsets, peak ≈ 1."""
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2.0
+    out = np.empty((n, size, size), np.float32)
+    for i in range(n):
+        s, q, phi = rng.uniform(2, 5), rng.uniform(0.4, 1), rng.uniform(0, np.pi)
+        dx, dy = rng.uniform(-1.5, 1.5, 2)
+        xr = (x - dx) * np.cos(phi) + (y - dy) * np.sin(phi)
+        yr = -(x - dx) * np.sin(phi) + (y - dy) * np.cos(phi)
+        out[i] = np.exp(-0.5 * (xr**2 + (yr / q) ** 2) / s**2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vae():
+    """A small VAE trained for a few seconds on Gaussian blobs: a galaxy-like decoder."""
+    torch.manual_seed(3)
+    torch.set_num_threads(1)
+    model = VAE(image_size=N, latent_dim=6, widths=(8, 16, 32))
+    x = torch.from_numpy(_blobs(np.random.default_rng(5), 512))[:, None]
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(250):
+        xb = x[torch.randint(0, len(x), (32,))]
+        rec, mu, logvar = model(xb)
+        loss = ((rec - xb) ** 2).sum((1, 2, 3)).mean() + 0.01 * model.kl_divergence(mu, logvar).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def truth(vae):
+    """Four galaxies decoded from known latents (encoder means of new blobs), with small shifts,
+    zooms and fluxes, plus 1 % noise."""
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        z = vae.encode(torch.from_numpy(_blobs(rng, 4))[:, None])[0]
+        img = render(vae.decode(z), torch.tensor([1.0, 0.8, 1.2, 1.0]),
+                     torch.tensor([[0.3, -0.2], [0.0, 0.4], [-0.5, 0.1], [0.0, 0.0]]),
+                     torch.tensor([1.0, 1.05, 0.95, 1.0]))
+    img = img.numpy().astype(np.float64)
+    sigma = 0.01 * img.max(axis=(1, 2))
+    data = img + rng.normal(0, 1, img.shape) * sigma[:, None, None]
+    return z.numpy(), img, data, sigma
+
+
+def test_render_identity_and_shift():
+    rng = np.random.default_rng(1)
+    dec = torch.from_numpy(rng.random((2, 1, 16, 16)).astype(np.float32))
+    ones = torch.ones(2)
+    same = render(dec, ones, torch.zeros(2, 2), ones)
+    assert torch.allclose(same, dec[:, 0], atol=1e-6)
+    moved = render(dec, 2 * ones, torch.tensor([[1.0, 0.0], [0.0, 2.0]]), ones)
+    assert torch.allclose(moved[0, :, 1:], 2 * dec[0, 0, :, :-1], atol=1e-5)  # +1 pixel in x (columns)
+    assert torch.allclose(moved[1, 2:, :], 2 * dec[1, 0, :-2, :], atol=1e-5)  # +2 pixels in y (rows)
+
+
+def test_decoder_fit_recovers_known_latent(vae):
+    # latents near the prior's bulk (far ones, with zoom, can leave the z = 0 start in a local minimum
+    # of the latent-scale degeneracy; the pipeline starts from the encoder mean)
+    rng = np.random.default_rng(7)
+    z = rng.normal(0, 0.5, (4, 6)).astype(np.float32)
+    with torch.no_grad():
+        img = render(vae.decode(torch.from_numpy(z)), torch.tensor([1.0, 0.8, 1.2, 1.0]),
+                     torch.tensor([[0.3, -0.2], [0.0, 0.4], [-0.5, 0.1], [0.0, 0.0]]), torch.ones(4))
+    img = img.numpy().astype(np.float64)
+    sigma = 0.01 * img.max(axis=(1, 2))
+    data = img + rng.normal(0, 1, img.shape) * sigma[:, None, None]
+    fit = fit_decoder(vae, data, sigma, init="prior", max_iter=300)
+    assert fit.n_params == n_free_params(6) == 10
+    assert fit.model.shape == data.shape and fit.chi2.shape == (4,)
+    # the model matches the noiseless truth to well within the noise, and χ²/ν ≈ 1
+    rms = np.sqrt(np.mean((fit.model - img) ** 2, axis=(1, 2)))
+    recovered = (rms < 0.5 * sigma) & (np.abs(fit.chi2_nu - 1) < 0.15)
+    # from z = 0 this toy decoder leaves one of the four (the first) in a local minimum (χ²/ν ≈ 3);
+    # known limitation of prior starts, see the report — the encoder start recovers all (next test)
+    assert recovered.sum() >= 3, (rms / sigma, fit.chi2_nu)
+    assert np.median(fit.chi2_nu) == pytest.approx(1.0, abs=0.1)
+    assert np.all(fit.seconds > 0) and np.all(fit.n_iter >= 1)
+
+
+def test_batch_and_single_fits_agree(vae, truth):
+    _, _, data, sigma = truth
+    batch = fit_decoder(vae, data, sigma, init="encoder", max_iter=300)
+    assert np.all(np.abs(batch.chi2_nu - 1) < 0.2), batch.chi2_nu
+    single = [fit_decoder(vae, data[i:i + 1], sigma[i], init="encoder", max_iter=300) for i in range(len(data))]
+    chi2_single = np.array([s.chi2[0] for s in single])
+    np.testing.assert_allclose(batch.chi2, chi2_single, rtol=0.01)
+    for i, s in enumerate(single):
+        assert np.max(np.abs(batch.model[i] - s.model[0])) < 0.5 * sigma[i]
+    # chunked batches give the same fits as one batch of the same size
+    chunked = fit_decoder(vae, data, sigma, init="encoder", max_iter=300, batch_size=2)
+    np.testing.assert_allclose(chunked.chi2, batch.chi2, rtol=0.01)
+
+
+def test_add_noise_to_level():
+    rng = np.random.default_rng(2)
+    images = np.zeros((3, 64, 64))
+    noisy, total = add_noise_to_level(images, [0.0, 0.01, 0.05], 0.02, rng)
+    np.testing.assert_allclose(total, [0.02, 0.02, 0.05])
+    np.testing.assert_allclose(noisy.std(axis=(1, 2)), [0.02, np.sqrt(0.02**2 - 0.01**2), 0.0], atol=1.5e-3)
+
+
+def _sersic_image(n=64, **kw):
+    from lenstronomy.LightModel.light_model import LightModel
+
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2.0
+    return LightModel(["SERSIC_ELLIPSE"]).surface_brightness(x.ravel(), y.ravel(), [kw]).reshape(n, n)
+
+
+def test_sersic_recovers_parameters():
+    true = dict(amp=1.0, R_sersic=6.0, n_sersic=2.5, e1=0.2, e2=-0.1, center_x=1.3, center_y=-0.7)
+    img = _sersic_image(**true)
+    img /= img.max()
+    sigma = 0.005
+    data = img + np.random.default_rng(1).normal(0, sigma, img.shape)
+    fit = fit_sersic(data, sigma)
+    k = fit.kwargs
+    assert k["R_sersic"] == pytest.approx(6.0, rel=0.1)
+    assert k["n_sersic"] == pytest.approx(2.5, rel=0.1)
+    assert k["e1"] == pytest.approx(0.2, abs=0.03) and k["e2"] == pytest.approx(-0.1, abs=0.03)
+    assert k["center_x"] == pytest.approx(1.3, abs=0.05) and k["center_y"] == pytest.approx(-0.7, abs=0.05)
+    assert fit.n_params == 7 and fit.chi2_nu == pytest.approx(1.0, abs=0.1)
+
+
+def test_shapelets_reduce_chi2():
+    import galsim
+
+    gal = (galsim.Sersic(n=1.5, half_light_radius=5.0).shear(g1=0.2, g2=0.1)
+           + galsim.Gaussian(sigma=1.5, flux=0.15).shift(5, 3))
+    img = gal.drawImage(nx=64, ny=64, scale=1.0).array.astype(float)
+    img /= img.max()
+    sigma = 0.01
+    data = img + np.random.default_rng(4).normal(0, sigma, img.shape)
+    sersic = fit_sersic(data, sigma)
+    chi2 = [sersic.chi2]
+    for n_max in (8, 20):
+        fit = fit_sersic_shapelets(data, sigma, n_max, sersic=sersic)
+        assert fit.n_params == 7 + shapelet_n_params(n_max) == 7 + (n_max + 1) * (n_max + 2) // 2
+        chi2.append(fit.chi2)
+    assert chi2[1] < 0.8 * chi2[0] and chi2[2] < chi2[1], chi2
