@@ -73,6 +73,13 @@ def all_targets():
             "results/figures/lensing_models.png",
             "results/figures/lensing_magnification.png",
             "results/figures/lensing_backward.png",
+            "results/figures/vae_learning_curve.png",
+            "results/tables/vae_reconstruction.csv",
+            "results/figures/vae_reconstructions.png",
+            "results/tables/fit_galaxies.csv",
+            "results/figures/fit_galaxies.png",
+            "results/tables/fit_lensed.csv",
+            "results/figures/fit_lensed.png",
         ]
         + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)
