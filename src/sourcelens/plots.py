@@ -247,6 +247,15 @@ def _as_stack(images: np.ndarray) -> np.ndarray:
 # figures
 
 
+def _row_label(row_labels, params, i: int, unit: str) -> str:
+    """Y label of row ``i``: its label, its lens parameters, and the axis name with ``unit``."""
+    parts = [] if row_labels is None else [str(row_labels[i])]
+    if params is not None:
+        parts.append(format_lens_params(params[i]))
+    parts.append(rf"$\Delta y$ [{unit}]")
+    return "\n".join(parts)
+
+
 def pair_examples(
     source: np.ndarray,
     lensed_noiseless: np.ndarray,
@@ -303,13 +312,7 @@ def pair_examples(
             if i == n - 1:
                 ax.set_xlabel(r"$\Delta x$ [arcsec]")
             ax.tick_params(labelsize=7, direction="in", color="0.7")
-        label_parts = []
-        if row_labels is not None:
-            label_parts.append(str(row_labels[i]))
-        if params is not None:
-            label_parts.append(format_lens_params(params[i]))
-        label_parts.append(r"$\Delta y$ [arcsec]")
-        axes[i, 0].set_ylabel("\n".join(label_parts), fontsize=8)
+        axes[i, 0].set_ylabel(_row_label(row_labels, params, i, "arcsec"), fontsize=8)
         if np.isfinite(sigma) and sigma > 0:
             axes[i, 2].text(
                 0.97, 0.04, rf"$\sigma$={sigma:.2g}", transform=axes[i, 2].transAxes,
@@ -639,13 +642,7 @@ def sr_examples(
                 ax.set_xlabel(rf"$\Delta x$ [{unit}]")
             ax.tick_params(labelsize=7, direction="in", color="0.7")
             _colorbar(fig, im, ax, units if j == n_cols - 1 else None, fontsize=6, shrink=0.85, pad=0.02, aspect=15)
-        label_parts = []
-        if row_labels is not None:
-            label_parts.append(str(row_labels[i]))
-        if params is not None:
-            label_parts.append(format_lens_params(params[i]))
-        label_parts.append(rf"$\Delta y$ [{unit}]")
-        axes[i, 0].set_ylabel("\n".join(label_parts), fontsize=8)
+        axes[i, 0].set_ylabel(_row_label(row_labels, params, i, unit), fontsize=8)
     scale_note = f'{lo_scale:g}" → {hi_scale:g}" pixels' if unit == "arcsec" else "pixel scales unknown"
     fig.suptitle(
         f"{suptitle or 'Super-resolution examples'} (×{factor:g}, {scale_note}, {stretch} stretch per panel)",
