@@ -18,12 +18,12 @@ from sourcelens.logs import log_to_file
 log = log_to_file(snakemake.log[0])
 
 import numpy as np
-import pandas as pd
 import torch
 
 from sourcelens import metrics, plots
 from sourcelens.config import rng_for
 from sourcelens.fit import add_noise_to_level, fit_decoder, fit_sersic_batch
+from sourcelens.fit.compare import fit_metrics, fit_summary
 from sourcelens.io import provenance, read_dataset, read_meta, save_figure, write_table
 from sourcelens.models import load_vae
 
@@ -53,24 +53,9 @@ for method, fits in base.items():
     log.info("%s: %.3f s per galaxy, median chi2/nu %.3f", method, np.mean(models[method][2]),
              np.median([f.chi2_nu for f in fits]))
 
-rows = []
-for method, (model, n_params, seconds) in models.items():
-    for i in range(len(data)):
-        m = metrics.image_metrics(truth[i], model[i], sigma=sigma[i], n_params=int(n_params[i]), data=data[i],
-                                  label=f"{meta.source_id[i]} {method}")
-        rows.append({"source_id": meta.source_id[i], "kind": meta.kind[i], "method": method,
-                     "n_params": int(n_params[i]), "noise_sigma": sigma[i], **m, "seconds": seconds[i]})
-per = pd.DataFrame(rows)
+per = fit_metrics(truth, data, sigma, meta, models)
 write_table(per, snakemake.output.metrics)
-
-table = per.groupby("method", sort=False).agg(
-    n_galaxies=("source_id", "size"), n_params=("n_params", "median"),
-    chi2_nu_median=("chi2_nu", "median"), chi2_nu_mean=("chi2_nu", "mean"),
-    mse_median=("mse", "median"), mse_mean=("mse", "mean"),
-    ssim_median=("ssim", "median"), ssim_mean=("ssim", "mean"),
-    ellipticity_error_median=("ellipticity_error", "median"),
-    seconds_per_galaxy_mean=("seconds", "mean"), seconds_per_galaxy_median=("seconds", "median"),
-).reset_index()
+table = fit_summary(per)
 write_table(table, snakemake.output.table)
 log.info("\n%s", table.to_string())
 

@@ -16,6 +16,7 @@ _EXPORTS = {
     "SersicFit": "baselines", "fit_sersic": "baselines", "fit_sersic_shapelets": "baselines",
     "fit_sersic_batch": "baselines", "shapelet_n_params": "baselines", "SERSIC_N_PARAMS": "baselines",
     "add_noise_to_level": "baselines", "shapelet_beta": "baselines",
+    "fit_metrics": "compare", "fit_summary": "compare",
 }
 
 __all__ = sorted(_EXPORTS)
