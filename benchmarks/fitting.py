@@ -6,9 +6,10 @@
 Galaxies: the test-split originals (results/data/stamps_test.h5), repeated with fresh noise up to
 the batch size, noise brought to fit.noise_sigma. VAE: the architecture of the config (trained
 weights from --model when given — timing does not depend on them, the χ² does). Prints a markdown
-table: decoder fit at batch 1 and at --batch with the config's max_iter and a fast max_iter,
-their median χ²/ν and the median excess χ² over a long, converged fit (max_iter 1000, no
-change tolerance) of the first --reference galaxies, the Sérsic fit, and time ratios.
+table: the decoder fit (per-galaxy L-BFGS, default tolerances, the config's max_iter) at batch 1
+and at --batch, its median χ²/ν and its χ² minus that of a reference fit run to the end (float64,
+no tolerances, max_iter 3000) of the first --reference galaxies, the lenstronomy Sérsic fit, and
+time ratios.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ def main() -> None:
     ap.add_argument("--stamps", default="results/data/stamps_test.h5")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--fast-iter", type=int, default=30)
     ap.add_argument("--reference", type=int, default=64)
     ap.add_argument("--n-single", type=int, default=5)
     args = ap.parse_args()
@@ -64,46 +64,68 @@ def main() -> None:
 
     nref = min(args.reference, args.batch)
     t0 = time.perf_counter()
-    ref = fit_decoder(vae, data[:nref], sigma[:nref], init=init, max_iter=1000, tolerance_change=0.0,
-                      tolerance_grad=0.0)
+    ref = fit_decoder(vae, data[:nref], sigma[:nref], init=init, max_iter=3000, tolerance_change=0.0,
+                      tolerance_grad=0.0, dtype=torch.float64)
     t_ref = (time.perf_counter() - t0) / nref
     rows = []
 
     def excess(chi2):
-        return float(np.median((chi2[:nref] - ref.chi2) / ref.chi2))
+        """Median and 95th percentile of χ² − χ²_ref over the reference galaxies (Δχ², absolute)."""
+        dchi = chi2[:nref] - ref.chi2
+        return float(np.median(dchi)), float(np.percentile(dchi, 95))
 
-    for iters in (args.fast_iter, max_iter):
-        fit_decoder(vae, data[:2], sigma[:2], init=init, max_iter=2)  # warm-up
+    fit_decoder(vae, data[:2], sigma[:2], init=init, max_iter=2)  # warm-up
+    t0 = time.perf_counter()
+    fit = fit_decoder(vae, data, sigma, init=init, max_iter=max_iter, batch_size=args.batch)
+    sec = (time.perf_counter() - t0) / len(data)
+    rows.append((f"decoder, batch {args.batch}", sec, np.median(fit.chi2_nu), *excess(fit.chi2),
+                 float(np.mean(fit.n_eval)), _status(fit.status)))
+    # the same fits continued to the end from where they stopped: how much χ² was left on the table
+    cont = fit_decoder(vae, data, sigma, z0=fit.z, offset0=fit.offset, scale0=fit.scale, max_iter=3000,
+                       tolerance_change=0.0, tolerance_grad=0.0, dtype=torch.float64, batch_size=args.batch)
+    left = fit.chi2 - cont.chi2
+    singles, one_fits = [], []
+    for i in range(args.n_single):
         t0 = time.perf_counter()
-        fit = fit_decoder(vae, data, sigma, init=init, max_iter=iters, batch_size=args.batch)
-        sec = (time.perf_counter() - t0) / len(data)
-        rows.append((f"decoder, batch {args.batch}, max_iter {iters}", sec, np.median(fit.chi2_nu),
-                     excess(fit.chi2), int(fit.n_eval.max())))
-        singles, chis, evals = [], [], []
-        for i in range(args.n_single):
-            t0 = time.perf_counter()
-            one = fit_decoder(vae, data[i:i + 1], sigma[i], init=init, max_iter=iters)
-            singles.append(time.perf_counter() - t0)
-            chis.append((one.chi2[0] - ref.chi2[i]) / ref.chi2[i] if i < nref else np.nan)
-            evals.append(int(one.n_eval[0]))
-        rows.append((f"decoder, batch 1, max_iter {iters} (median of {args.n_single})", float(np.median(singles)),
-                     float(np.median(one.chi2_nu)), float(np.nanmedian(chis)), int(np.median(evals))))
-    rows.append((f"decoder, batch {nref}, max_iter 1000 (reference)", t_ref, float(np.median(ref.chi2_nu)), 0.0,
-                 int(ref.n_eval.max())))
+        one_fits.append(fit_decoder(vae, data[i:i + 1], sigma[i], init=init, max_iter=max_iter))
+        singles.append(time.perf_counter() - t0)
+    chi_one = np.array([f.chi2[0] for f in one_fits])
+    d_one = chi_one - ref.chi2[:len(chi_one)] if args.n_single <= nref else np.full(len(chi_one), np.nan)
+    rows.append((f"decoder, batch 1 (median of {args.n_single})", float(np.median(singles)),
+                 float(np.median([f.chi2_nu[0] for f in one_fits])), float(np.median(d_one)),
+                 float(np.percentile(d_one, 95)), float(np.mean([f.n_eval[0] for f in one_fits])),
+                 _status(np.concatenate([f.status for f in one_fits]))))
+    same = np.abs(fit.chi2[:len(chi_one)] - chi_one)
+    rows.append((f"decoder reference, batch {nref}, float64, no tolerances, max_iter 3000", t_ref,
+                 float(np.median(ref.chi2_nu)), 0.0, 0.0, float(np.mean(ref.n_eval)), _status(ref.status)))
     sersic_t, sersic_chi = [], []
     for i in range(args.n_single):
         s = fit_sersic(data[i], sigma[i])
         sersic_t.append(s.seconds)
         sersic_chi.append(s.chi2_nu)
     t_sersic = float(np.median(sersic_t))
-    rows.append((f"lenstronomy Sérsic (median of {args.n_single})", t_sersic, float(np.median(sersic_chi)), np.nan, 0))
+    rows.append((f"lenstronomy Sérsic (median of {args.n_single})", t_sersic, float(np.median(sersic_chi)),
+                 np.nan, np.nan, np.nan, ""))
 
-    print("| method | s / galaxy | Sérsic time / this | median χ²/ν | median χ² excess over reference | evaluations |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, sec, chi_nu, exc, nev in rows:
-        exc_s = "" if not np.isfinite(exc) else f"{100 * exc:+.2f} %"
-        print(f"| {name} | {sec:.4f} | {t_sersic / sec:.1f}× | {chi_nu:.3f} | {exc_s} | {nev or ''} |")
-    print("\nTargets: ≤ 0.05 s per galaxy at batch 256, ≤ 1 s for one galaxy (the study: ~7 s with BFGS).")
+    print("| method | s / galaxy | Sérsic time / this | median χ²/ν | Δχ² vs reference: median | 95th pct "
+          "| mean evaluations | stopped by |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, sec, chi_nu, d50, d95, nev, why in rows:
+        fmt = (lambda v: "" if not np.isfinite(v) else f"{v:+.3f}")
+        print(f"| {name} | {sec:.4f} | {t_sersic / sec:.1f}× | {chi_nu:.4f} | {fmt(d50)} | {fmt(d95)} "
+              f"| {'' if not np.isfinite(nev) else f'{nev:.1f}'} | {why} |")
+    print(f"\nχ² left to gain by continuing the batch-{args.batch} fits to the end (float64, no tolerances): "
+          f"median {np.median(left):.3f}, 95th percentile {np.percentile(left, 95):.3f}, max {left.max():.3f}.")
+    print(f"Same galaxies fitted in the batch of {args.batch} and alone: max |Δχ²| = {same.max():.2e} "
+          f"(χ² ≈ {np.median(fit.chi2):.0f}).")
+    print("The reference is an independent fit: its Δχ² mixes convergence with the choice among local minima.")
+    print("Targets: ≤ 0.05 s per galaxy at batch 256, ≤ 1 s for one galaxy (the study: ~7 s with BFGS),")
+    print("reaching the χ² of a converged fit (Δχ² ≪ 1).")
+
+
+def _status(status: np.ndarray) -> str:
+    names, counts = np.unique(np.asarray(status, dtype=str), return_counts=True)
+    return ", ".join(f"{n} {c}" for n, c in zip(names, counts))
 
 
 if __name__ == "__main__":

@@ -42,9 +42,11 @@ data, sigma = add_noise_to_level(truth, meta["noise_sigma"].to_numpy(dtype=float
 log.info("fitting %d galaxies (requested %d); sigma %.3g..%.3g", len(data), cfg["n_galaxies"], sigma.min(), sigma.max())
 
 vae = load_vae(snakemake.input.model)
-dec = fit_decoder(vae, data, sigma, init=cfg["init"], max_iter=int(cfg["max_iter"]))
-log.info("decoder: %.3f s per galaxy, %d iterations, median chi2/nu %.3f",
-         dec.seconds.mean(), dec.n_iter.max(), np.median(dec.chi2_nu))
+dec = fit_decoder(vae, data, sigma, init=cfg["init"], max_iter=int(cfg["max_iter"]),
+                  tolerance_change=float(cfg["tolerance_change"]), interpolation=cfg["interpolation"], progress=True)
+stops = dict(zip(*np.unique(dec.status, return_counts=True)))
+log.info("decoder: %.3f s per galaxy, iterations median %d max %d, stopped by %s, median chi2/nu %.3f",
+         dec.seconds.mean(), np.median(dec.n_iter), dec.n_iter.max(), stops, np.median(dec.chi2_nu))
 models = {"decoder": (dec.model, dec.n_params * np.ones(len(data), int), dec.seconds)}
 base = fit_sersic_batch(data, sigma, shapelet_n_max=tuple(int(n) for n in cfg["shapelet_n_max"]))
 for method, fits in base.items():

@@ -323,21 +323,12 @@ def _run_vae(args) -> int:
             if not (sigma_arr > 0).all():
                 raise VAECommandError(f"sigma map '{sig_path}' has non-positive values")
         peaks = _peaks(stamps, args.input)
-        try:
-            from .fit.decoder import fit_decoder
-        except ImportError:  # pragma: no cover - the package ships it
-            fit_decoder = None
-        if fit_decoder is not None:
-            res = fit_decoder(vae, stamps, sigma_arr, init=args.init, max_iter=args.max_iter,
-                              prior_weight=args.prior_weight, encoder_input=stamps / peaks[:, None, None])
-            model, z, flux, offset, scale, chi2, chi2_nu = (res.model, res.z, res.flux, res.offset, res.scale,
-                                                            res.chi2, res.chi2_nu)
-        else:  # pragma: no cover
-            from .fit.lensed import fit_decoder_images
+        from .fit.decoder import fit_decoder
 
-            r = fit_decoder_images(vae, stamps, sigma_arr, args.max_iter, args.init, args.prior_weight)
-            model, z, flux, offset, scale = r["model"], r["z"], r["amp"], r["offset"], np.ones(len(stamps))
-            chi2, chi2_nu = r["chi2"], r["chi2_nu"]
+        res = fit_decoder(vae, stamps, sigma_arr, init=args.init, max_iter=args.max_iter,
+                          prior_weight=args.prior_weight, encoder_input=stamps / peaks[:, None, None])
+        model, z, flux, offset, scale, chi2, chi2_nu = (res.model, res.z, res.flux, res.offset, res.scale,
+                                                        res.chi2, res.chi2_nu)
         table = fits.BinTableHDU.from_columns([
             fits.Column(name="z", format=f"{vae.latent_dim}D", array=np.asarray(z, dtype=np.float64)),
             fits.Column(name="flux", format="D", array=np.asarray(flux, dtype=np.float64)),

@@ -6,9 +6,9 @@ Model of one galaxy with parameters θ = (z, flux, Δx, Δy, s)::
     model     = forward(source)                  (identity for unlensed fits; a lensing operator …)
 
 ``D(z)`` is the decoded image (softplus, peak ≈ 1 for the peak-normalised stamps the VAE was
-trained on). Shift and zoom are one affine ``grid_sample`` (bilinear, zero outside the stamp;
-the identity transform reproduces the decoded pixels exactly), offsets Δ are in pixels (x =
-column, y = row), ``s`` is fitted as log s, and flux multiplies the surface brightness.
+trained on). Shift and zoom are one ``grid_sample`` (bicubic by default, so the χ² has continuous
+derivatives in Δ and s; zero outside the stamp; the identity reproduces the decoded pixels
+exactly), offsets Δ are in pixels (x = column, y = row), ``s`` is fitted as log s.
 
 Objective, minimised per galaxy (negative log posterior up to a constant)::
 
@@ -17,19 +17,24 @@ Objective, minimised per galaxy (negative log posterior up to a constant)::
 The second term is −log N(z; 0, I) (the VAE prior), with weight ``prior_weight`` w = 1 by
 default: a weak prior (|z|² ≈ latent_dim ≈ 64 against χ² ≈ N_pix = 4096) that keeps z in the
 region the decoder was trained on; w = 0 gives the maximum-likelihood fit. flux, Δ and s have
-flat priors. Internally the loss is divided by N_pix (scale-free tolerances; it does not
-change the minimum).
+flat priors. The flux is linear, so it is profiled out: for every (z, Δ, s) it is the χ²-optimal
+amplitude, and the optimiser sees only z, Δ and s (one degenerate direction less: the decoder
+can change its own brightness with z).
 
-Optimisation: one ``torch.optim.LBFGS`` (strong-Wolfe line search) over a (B, latent_dim + 4)
-parameter tensor holding all B galaxies. The total loss is the sum of the per-galaxy losses, so
-each galaxy's gradient depends on its own parameters only; the curvature memory and the step
-length are shared, which is why batched fits agree with single fits to within the convergence
-tolerance rather than bit for bit. The decoder's own weights are frozen (no weight gradients,
-no graph kept between evaluations).
+Optimisation: a per-galaxy L-BFGS (:mod:`sourcelens.fit.lbfgs`): every galaxy has its own
+curvature memory, line search and stopping test, while the decoder is evaluated once per round
+for all galaxies still running; converged galaxies drop out of the batch. L-BFGS works in
+whitened coordinates u, θ = θ₀ + M u with M = H̄^(−½), H̄ the mean Gauss–Newton matrix JᵀJ of
+the residuals at the start of up to ``precondition_galaxies`` galaxies of the batch (by finite
+differences): the raw problem has a condition number ~10⁵–10⁶ (latents the data barely constrain
+next to pixel offsets), which L-BFGS alone needs hundreds of iterations to learn. Since M comes
+from the batch, a galaxy fitted alone and in a batch follows different paths; both stop at the
+tolerance but may settle in different local minima. Stopping tolerances are in units of L (½χ²):
+by default a galaxy stops when an iteration lowers L by less than 10⁻³. The decoder's own
+weights are frozen (no weight gradients, no graph kept between evaluations).
 
 Start (``init``): ``"encoder"`` (z = encoder mean of the data — near the optimum, so few
-iterations are needed) or ``"prior"`` (z = 0, the prior mean); flux starts at the
-least-squares amplitude of the starting model, Δ = 0, s = 1.
+iterations are needed) or ``"prior"`` (z = 0, the prior mean); Δ = 0, s = 1 unless given.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .lbfgs import BatchedLBFGSResult, minimize_lbfgs
 
 N_SHAPE_PARAMS = 4  # flux, dx, dy, log_scale
 SHAPE_NAMES = ("flux", "dx", "dy", "scale")
@@ -52,21 +60,27 @@ def n_free_params(latent_dim: int) -> int:
     return int(latent_dim) + N_SHAPE_PARAMS
 
 
-def render(decoded: torch.Tensor, flux: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def render(decoded: torch.Tensor, flux: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
+           interpolation: str = "bicubic") -> torch.Tensor:
     """Shift, zoom and scale decoded images: (B, 1, H, W) → (B, H, W).
 
     ``flux`` (B,), ``offset`` (B, 2) pixels as (Δx = columns, Δy = rows), ``scale`` (B,) > 0: the
     galaxy is enlarged ``scale`` times about the stamp centre, then moved by the offset.
+    ``interpolation``: "bicubic" (Keys cubic convolution, continuous first derivatives, so the χ² is
+    smooth in Δ and s — what a gradient-based fit needs) or "bilinear" (kinks at whole-pixel
+    shifts, including the identity). Both reproduce the decoded pixels exactly at Δ = 0, s = 1.
     """
     b, _, h, w = decoded.shape
-    inv = 1.0 / scale
-    zero = torch.zeros_like(inv)
-    theta = torch.stack([
-        torch.stack([inv, zero, -2.0 * offset[:, 0] / w * inv], dim=-1),
-        torch.stack([zero, inv, -2.0 * offset[:, 1] / h * inv], dim=-1),
-    ], dim=1)
-    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
-    out = F.grid_sample(decoded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # the sampling grid of grid_sample (align_corners=False, normalised to [-1, 1]); separable, so
+    # built from its two axes rather than by affine_grid's batched matrix product (slow on CPUs)
+    cols = (2.0 * torch.arange(w, dtype=decoded.dtype, device=decoded.device) + 1.0) / w - 1.0
+    rows = (2.0 * torch.arange(h, dtype=decoded.dtype, device=decoded.device) + 1.0) / h - 1.0
+    gx = (cols[None, :] - 2.0 * offset[:, 0, None] / w) / scale[:, None]   # (B, W)
+    gy = (rows[None, :] - 2.0 * offset[:, 1, None] / h) / scale[:, None]   # (B, H)
+    grid = torch.stack([gx[:, None, :].expand(b, h, w), gy[:, :, None].expand(b, h, w)], dim=-1)
+    if interpolation not in ("bicubic", "bilinear"):
+        raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', not {interpolation!r}")
+    out = F.grid_sample(decoded, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     return flux[:, None, None] * out[:, 0]
 
 
@@ -85,10 +99,11 @@ class DecoderFit:
     n_params: int
     n_pixels: int
     seconds: np.ndarray      # (B,) wall time of the galaxy's batch divided by the batch size
-    n_iter: np.ndarray       # (B,) L-BFGS iterations of the galaxy's batch
-    n_eval: np.ndarray       # (B,) objective evaluations of the galaxy's batch
+    n_iter: np.ndarray       # (B,) L-BFGS iterations of the galaxy
+    n_eval: np.ndarray       # (B,) objective evaluations of the galaxy
+    status: np.ndarray       # (B,) why the galaxy's L-BFGS stopped (see sourcelens.fit.lbfgs.STATUS)
     init: str = "encoder"
-    history: list = field(default_factory=list)  # summed loss after each step() of each batch (diagnostics)
+    history: list[BatchedLBFGSResult] = field(default_factory=list)  # optimiser result of each batch
 
     @property
     def chi2_nu(self) -> np.ndarray:
@@ -99,7 +114,7 @@ class DecoderFit:
         return pd.DataFrame({
             "chi2": self.chi2, "chi2_nu": self.chi2_nu, "n_params": self.n_params, "flux": self.flux,
             "dx": self.offset[:, 0], "dy": self.offset[:, 1], "scale": self.scale, "prior": self.prior,
-            "seconds": self.seconds, "n_iter": self.n_iter, "n_eval": self.n_eval,
+            "seconds": self.seconds, "n_iter": self.n_iter, "n_eval": self.n_eval, "status": self.status,
         })
 
 
@@ -147,22 +162,32 @@ def fit_decoder(
     prior_weight: float = 1.0,
     batch_size: int = 256,
     history_size: int = 20,
-    tolerance_change: float = 1e-9,
-    tolerance_grad: float = 1e-7,
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tolerance_change: float = 1e-3,
+    tolerance_grad: float = 1e-5,
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     z0: np.ndarray | None = None,
+    offset0: np.ndarray | None = None,
+    scale0: np.ndarray | None = None,
     encoder_input: np.ndarray | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
+    interpolation: str = "bicubic",
+    precondition: bool = True,
+    precondition_galaxies: int = 16,
+    progress: bool = False,
 ) -> DecoderFit:
     """Fit images ``data`` (B, H', W') with the decoder of ``vae``; see the module docstring.
 
     ``sigma``: noise sigma, a scalar, one per image (B,) or per-pixel maps. ``init``: "encoder" or
-    "prior" (ignored when ``z0`` (B, latent_dim) is given). ``forward``: optional differentiable map
-    from rendered sources (B, H, W) to model images shaped like ``data`` (e.g. a lensing operator;
-    with it the encoder sees ``encoder_input``, default the prior start). Galaxies are fitted
-    ``batch_size`` at a time, each batch by one L-BFGS run of at most ``max_iter`` iterations;
-    ``tolerance_change`` and ``tolerance_grad`` apply to the per-pixel, per-galaxy mean loss.
+    "prior" (ignored when ``z0`` (B, latent_dim) is given); ``offset0`` (B, 2) pixels and ``scale0``
+    (B,) start the geometry (default 0 and 1; e.g. to continue an earlier fit). ``forward(source, index)``: optional
+    differentiable map from rendered sources (b, H, W) of the galaxies ``index`` (b,) (row numbers
+    into ``data``; a subset while some galaxies have converged) to model images shaped like
+    ``data[index]`` (e.g. a lensing operator with one lens per galaxy); with it the encoder sees
+    ``encoder_input``, default the prior start. Galaxies are fitted ``batch_size`` at a time (a
+    memory bound: each galaxy has its own L-BFGS of at most ``max_iter`` iterations); the
+    tolerances are in units of ½χ² (see :func:`sourcelens.fit.lbfgs.minimize_lbfgs`).
+    ``progress`` shows a bar of converged galaxies.
     """
     if init not in ("encoder", "prior"):
         raise ValueError(f"init must be 'encoder' or 'prior', not {init!r}")
@@ -174,8 +199,11 @@ def fit_decoder(
     latent_dim = int(vae.latent_dim)
     dev = torch.device(device) if device is not None else next(vae.parameters()).device
     n_pix = int(np.prod(shape))
-    results: dict[str, list] = {k: [] for k in ("params", "model", "source", "chi2", "prior", "sec", "iter", "eval")}
-    history = []
+    dec_dtype = next(vae.parameters()).dtype
+    results: dict[str, list] = {k: [] for k in ("params", "model", "source", "chi2", "prior", "sec", "iter", "eval",
+                                                "status")}
+    history: list[BatchedLBFGSResult] = []
+    bar = tqdm(total=n, desc="decoder fits", unit="galaxy", disable=not progress, leave=False)
     with _Frozen(vae):
         for start in range(0, n, max(1, int(batch_size))):
             stop = min(n, start + int(batch_size))
@@ -183,59 +211,78 @@ def fit_decoder(
             t0 = time.perf_counter()
             d = torch.as_tensor(data[start:stop], dtype=dtype, device=dev)
             w = torch.as_tensor(1.0 / sig[start:stop], dtype=dtype, device=dev)
+            ww = w * w
             with torch.no_grad():
                 if z0 is not None:
                     z_init = torch.as_tensor(np.asarray(z0)[start:stop], dtype=dtype, device=dev)
                 elif init == "encoder" and (forward is None or encoder_input is not None):
                     x = d if encoder_input is None else torch.as_tensor(
                         np.asarray(encoder_input)[start:stop], dtype=dtype, device=dev)
-                    z_init = vae.encode(x[:, None].to(next(vae.parameters()).dtype))[0].to(dtype)
+                    z_init = vae.encode(x[:, None].to(dec_dtype))[0].to(dtype)
                 else:
                     z_init = torch.zeros(b, latent_dim, dtype=dtype, device=dev)
-                src = vae.decode(z_init)[:, 0]
-                m0 = src if forward is None else forward(src)
-                ww = w * w
-                flux0 = (ww * d * m0).sum((1, 2)) / (ww * m0 * m0).sum((1, 2)).clamp_min(1e-30)
-                flux0 = torch.where(torch.isfinite(flux0) & (flux0 > 0), flux0, torch.ones_like(flux0))
-            params = torch.cat([z_init, flux0[:, None], torch.zeros(b, 3, dtype=dtype, device=dev)], dim=1)
-            params.requires_grad_(True)
-            opt = torch.optim.LBFGS(
-                [params], lr=1.0, max_iter=int(max_iter), history_size=int(history_size),
-                tolerance_change=float(tolerance_change) * b, tolerance_grad=float(tolerance_grad),
-                line_search_fn="strong_wolfe",
-            )
+            x0 = torch.cat([z_init, torch.zeros(b, 3, dtype=dtype, device=dev)], dim=1)
+            if offset0 is not None:
+                x0[:, latent_dim:latent_dim + 2] = torch.as_tensor(np.asarray(offset0)[start:stop], dtype=dtype)
+            if scale0 is not None:
+                x0[:, latent_dim + 2] = torch.log(torch.as_tensor(np.asarray(scale0)[start:stop], dtype=dtype))
 
-            def model_of(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                z = p[:, :latent_dim]
-                source = render(vae.decode(z.to(next(vae.parameters()).dtype)).to(dtype),
-                                p[:, latent_dim], p[:, latent_dim + 1:latent_dim + 3], torch.exp(p[:, latent_dim + 3]))
-                return (source if forward is None else forward(source)), source
+            def unit_model(p: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                """Model images and rendered sources of flux 1 for parameters p = (z, dx, dy, log s)."""
+                ones = torch.ones(len(p), dtype=dtype, device=dev)
+                source = render(vae.decode(p[:, :latent_dim].to(dec_dtype)).to(dtype), ones,
+                                p[:, latent_dim:latent_dim + 2], torch.exp(p[:, latent_dim + 2]), interpolation)
+                return (source if forward is None else forward(source, index + start)), source
 
-            def closure() -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                model, _ = model_of(params)
-                chi2 = (((d - model) * w) ** 2).sum((1, 2))
-                prior = 0.5 * (params[:, :latent_dim] ** 2).sum(1)
-                loss = (0.5 * chi2 + prior_weight * prior).sum() / n_pix
-                loss.backward()
-                return loss
+            def profiled(p: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                """(model, source, flux): the flux is the χ²-optimal amplitude of the unit model."""
+                m, source = unit_model(p, index)
+                flux = (ww[index] * d[index] * m).sum((1, 2)) / (ww[index] * m * m).sum((1, 2)).clamp_min(1e-30)
+                return flux[:, None, None] * m, flux[:, None, None] * source, flux
 
-            loss = opt.step(closure)
-            history.append(float(loss.detach()) if torch.is_tensor(loss) else float(loss))
+            def residuals(p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+                model = profiled(p, index)[0]
+                return torch.cat([((d[index] - model) * w[index]).flatten(1),
+                                  prior_weight**0.5 * p[:, :latent_dim]], dim=1)
+
+            if precondition:
+                with torch.no_grad():
+                    pick = torch.as_tensor(np.unique(np.linspace(0, b - 1, min(b, int(precondition_galaxies)))
+                                                     .round().astype(int)), device=dev)
+                    metric = gauss_newton_metric(residuals, x0[pick], pick)
+                    transform = inverse_sqrt(metric)
+            else:
+                transform = torch.eye(x0.shape[1], dtype=dtype, device=dev)
+
+            def objective(u: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+                return 0.5 * (residuals(x0[index] + u @ transform.T, index) ** 2).sum(1)
+
+            done = [0]
+
+            def report(_rounds: int, active: int) -> None:
+                bar.update(b - active - done[0])
+                done[0] = b - active
+
+            res = minimize_lbfgs(objective, torch.zeros_like(x0), max_iter=max_iter, history_size=history_size,
+                                 tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, callback=report)
             with torch.no_grad():
-                model, source = model_of(params)
+                params = x0 + res.x @ transform.T
+                model, source, flux = profiled(params, torch.arange(b, device=dev))
                 chi2 = (((d - model) * w) ** 2).sum((1, 2))
                 prior = 0.5 * (params[:, :latent_dim] ** 2).sum(1)
-            state = opt.state[params]
             sec = time.perf_counter() - t0
-            results["params"].append(params.detach().cpu().double().numpy())
+            history.append(res)
+            results["params"].append(torch.cat([params[:, :latent_dim], flux[:, None], params[:, latent_dim:]], 1)
+                                     .cpu().double().numpy())
             results["model"].append(model.cpu().numpy())
             results["source"].append(source.cpu().numpy())
             results["chi2"].append(chi2.cpu().double().numpy())
             results["prior"].append(prior.cpu().double().numpy())
             results["sec"].append(np.full(b, sec / b))
-            results["iter"].append(np.full(b, int(state.get("n_iter", 0))))
-            results["eval"].append(np.full(b, int(state.get("func_evals", 0))))
+            results["iter"].append(res.n_iter)
+            results["eval"].append(res.n_eval)
+            results["status"].append(res.status)
+    bar.close()
     p = np.concatenate(results["params"])
     return DecoderFit(
         z=p[:, :latent_dim], flux=p[:, latent_dim], offset=p[:, latent_dim + 1:latent_dim + 3],
@@ -243,8 +290,34 @@ def fit_decoder(
         source=np.concatenate(results["source"]), chi2=np.concatenate(results["chi2"]),
         prior=np.concatenate(results["prior"]), n_params=n_free_params(latent_dim), n_pixels=n_pix,
         seconds=np.concatenate(results["sec"]), n_iter=np.concatenate(results["iter"]),
-        n_eval=np.concatenate(results["eval"]), init=init if z0 is None else "given", history=history,
+        n_eval=np.concatenate(results["eval"]), status=np.concatenate(results["status"]),
+        init=init if z0 is None else "given", history=history,
     )
+
+
+def gauss_newton_metric(residuals: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                        index: torch.Tensor, step: float = 1e-2, chunk: int = 512) -> torch.Tensor:
+    """Mean Gauss–Newton matrix JᵀJ (P, P) of ``residuals(x, index) -> (n, R)`` over the n points x (n, P).
+
+    J by central differences of step ``step`` (parameters are O(1): latents, pixels, log scale),
+    evaluated ``chunk`` perturbed points at a time: 2P model evaluations a galaxy, no forward-mode AD
+    (``grid_sample`` has none).
+    """
+    n, p = x.shape
+    delta = step * torch.eye(p, dtype=x.dtype, device=x.device)
+    points = torch.cat([(x[:, None, :] + delta).reshape(-1, p), (x[:, None, :] - delta).reshape(-1, p)])
+    rows = torch.cat([index.repeat_interleave(p)] * 2)
+    r = torch.cat([residuals(points[i:i + chunk], rows[i:i + chunk]) for i in range(0, len(points), chunk)])
+    jac = ((r[: n * p] - r[n * p:]) / (2.0 * step)).reshape(n, p, -1)  # (n, P, R): row j = ∂r/∂x_j
+    return torch.einsum("npr,nqr->pq", jac.double(), jac.double()).div(n).to(x.dtype)
+
+
+def inverse_sqrt(matrix: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
+    """Symmetric inverse square root of a positive semi-definite matrix, eigenvalues floored at
+    ``floor`` × the largest (a direction the data do not constrain keeps a finite step)."""
+    lam, vec = torch.linalg.eigh(matrix.double())
+    lam = lam.clamp_min(floor * lam.max().clamp_min(1e-300))
+    return ((vec * lam.rsqrt()) @ vec.T).to(matrix.dtype)
 
 
 def reconstruct(vae, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

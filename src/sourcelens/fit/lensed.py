@@ -66,7 +66,7 @@ __all__ = [
     "LensedScenes", "simulate_lensed", "select_originals", "torch_simulator", "lens_kwargs_torch",
     "fit_decoder_lensed", "fit_decoder_rays", "fit_sersic_lensed", "fit_shapelets_lensed", "fit_pixelated",
     "normal_operator", "solve_pixelated", "regulariser_rtr", "hermite_functions", "shapelet_basis",
-    "source_metrics", "fit_lensed_all", "summary_table", "fit_decoder_images", "FitResult",
+    "source_metrics", "fit_lensed_all", "summary_table", "FitResult",
 ]
 
 DTYPE = torch.float64
@@ -733,38 +733,3 @@ def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
     out = out[[f"{c}_{s}" for c in cols for s in ("mean", "median")]]
     out.insert(0, "n_galaxies", g.size())
     return out.loc[order].reset_index()
-
-
-# --------------------------------------------------------------------------------------------
-# Unlensed decoder fits of images (the CLI's `vae fit`)
-# --------------------------------------------------------------------------------------------
-def fit_decoder_images(vae: torch.nn.Module, images: np.ndarray, sigma: float | np.ndarray,
-                       max_iter: int = 200, init: str = "encoder", prior_weight: float = 1.0
-                       ) -> dict[str, np.ndarray]:
-    """Decoder fits of unlensed stamps (B, s, s) with the model's size: latents, amplitude and a
-    centre offset (pixels), batched L-BFGS on ½χ² + ``prior_weight`` · ½|z|² (used by the CLI
-    only where :mod:`sourcelens.fit.decoder` is missing).
-
-    Returns ``model`` (B, s, s), ``z`` (B, L), ``amp`` (B,), ``offset`` (B, 2; x, y in pixels),
-    ``chi2`` and ``chi2_nu`` (B,)."""
-    images = np.asarray(images, dtype=float)
-    b, h, w = images.shape
-    data = torch.as_tensor(images, dtype=DTYPE)
-    sig = torch.as_tensor(np.broadcast_to(np.asarray(sigma, dtype=float), images.shape).copy(), dtype=DTYPE)
-    px, py = pixel_grid(h, 1.0, dtype=DTYPE)
-    rays = (px.expand(b, -1, -1), py.expand(b, -1, -1))
-    if init == "encoder":
-        peak = np.nanmax(images, axis=(1, 2), keepdims=True)
-        x = torch.as_tensor(images / np.where(peak > 0, peak, 1.0), dtype=torch.float32)[:, None]
-        with torch.no_grad():
-            z0 = vae.encode(x.to(next(vae.parameters()).dtype))[0].to(DTYPE)
-    elif init == "prior":
-        z0 = torch.zeros(b, vae.latent_dim, dtype=DTYPE)
-    else:
-        raise ValueError(f"unknown init {init!r}; allowed: encoder, prior")
-    res = fit_decoder_rays(vae, lambda sb: sb, rays, data, sig, 1.0, z0, torch.zeros(b, 2, dtype=DTYPE),
-                      max_iter, prior_weight)
-    nu = h * w - (vae.latent_dim + 3)
-    return {"model": res["model"].numpy(), "z": res["z"].numpy(), "amp": res["amp"].numpy(),
-            "offset": res["center"].numpy(), "chi2": res["chi2"].numpy(),
-            "chi2_nu": res["chi2"].numpy() / nu}
