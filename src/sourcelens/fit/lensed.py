@@ -46,7 +46,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,7 @@ from ..simulate import (
     magnitude_to_counts, make_psf,
 )
 from ..priors import sample_prior
+from .lbfgs import minimize_lbfgs
 
 log = logging.getLogger(__name__)
 
@@ -287,21 +288,25 @@ def _moments(images: np.ndarray, pixel_scale: float) -> dict[str, np.ndarray]:
     return out
 
 
-def _lbfgs(params: list[Tensor], closure_loss, max_iter: int) -> int:
-    """Run L-BFGS (strong Wolfe line search) on ``closure_loss() -> scalar``; returns evaluations."""
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=int(max_iter), history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
-    count = [0]
+def _lbfgs(params: dict[str, Tensor], loss_rows: Callable[[dict[str, Tensor], Tensor], Tensor],
+           max_iter: int, tolerance_change: float = 1e-3) -> np.ndarray:
+    """Per-galaxy L-BFGS (:func:`sourcelens.fit.lbfgs.minimize_lbfgs`) over named (B,) or (B, k)
+    tensors, updated in place; ``loss_rows(params_of_rows, index) -> (b,)`` is the loss (½χ² units)
+    of the galaxies ``index``. Returns the evaluations per galaxy."""
+    names = list(params)
+    widths = [params[k][0].numel() for k in names]
+    x0 = torch.cat([params[k].detach().reshape(len(params[k]), -1) for k in names], dim=1)
 
-    def closure():
-        opt.zero_grad()
-        loss = closure_loss()
-        loss.backward()
-        count[0] += 1
-        return loss
+    def split(x: Tensor) -> dict[str, Tensor]:
+        parts = torch.split(x, widths, dim=1)
+        return {k: v.reshape((len(x),) + params[k].shape[1:]) for k, v in zip(names, parts)}
 
-    opt.step(closure)
-    return count[0]
+    res = minimize_lbfgs(lambda x, index: loss_rows(split(x), index), x0, max_iter=max_iter,
+                         tolerance_grad=1e-9, tolerance_change=tolerance_change)
+    with torch.no_grad():
+        for k, v in split(res.x).items():
+            params[k].copy_(v)
+    return res.n_eval
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,14 +480,13 @@ def fit_sersic_lensed(sim: LensingSimulator, rays: tuple[Tensor, Tensor], data: 
     with torch.no_grad():
         model1 = _forward(sim, _sersic_sb(bx, by, _sersic_params(raw)))
         raw["log_amp"] = _profile_amplitude(model1, data, sigma).log()
-    params = [v.requires_grad_(True) for v in raw.values()]
-    n_pix = data[0].numel() * b
 
-    def loss():
-        model = _forward(sim, _sersic_sb(bx, by, _sersic_params(raw)))
-        return _chi2(data, model, sigma).sum() / n_pix
+    def loss(p: dict[str, Tensor], index: Tensor) -> Tensor:
+        x, y = (bx, by) if bx.ndim == 2 else (bx[index], by[index])
+        model = _forward(sim, _sersic_sb(x, y, _sersic_params(p)))
+        return 0.5 * _chi2(data[index], model, sigma[index])
 
-    evals = _lbfgs(params, loss, max_iter)
+    evals = _lbfgs(raw, loss, max_iter)
     with torch.no_grad():
         p = _sersic_params(raw)
         model = _forward(sim, _sersic_sb(bx, by, p))
@@ -599,21 +603,21 @@ def fit_decoder_rays(vae: torch.nn.Module, forward, rays: tuple[Tensor, Tensor],
     z = z0.detach().to(DTYPE).clone()
     cx, cy = centre0[:, 0].detach().to(DTYPE).clone(), centre0[:, 1].detach().to(DTYPE).clone()
 
-    def source_sb(z, amp, cx, cy):
+    def source_sb(z, amp, cx, cy, index=None):
         img = dec.decode(z)[:, 0] * amp[:, None, None]
-        return pixelated(bx, by, img, decoder_scale, cx, cy)
+        x, y = (bx, by) if index is None or bx.ndim == 2 else (bx[index], by[index])
+        return pixelated(x, y, img, decoder_scale, cx, cy)
 
     with torch.no_grad():
         m1 = forward(source_sb(z, torch.ones(b, dtype=DTYPE), cx, cy))
         log_amp = _profile_amplitude(m1, data, sigma).log()
-    params = [z.requires_grad_(True), log_amp.requires_grad_(True)]
-    if fit_centre:
-        params += [cx.requires_grad_(True), cy.requires_grad_(True)]
-    n_pix = data[0].numel() * b
+    params = {"z": z, "log_amp": log_amp, "cx": cx, "cy": cy}
+    if not fit_centre:
+        params = {"z": z, "log_amp": log_amp}
 
-    def loss():
-        model = forward(source_sb(z, log_amp.exp(), cx, cy))
-        return (0.5 * _chi2(data, model, sigma).sum() + 0.5 * prior_weight * (z**2).sum()) / n_pix
+    def loss(p: dict[str, Tensor], index: Tensor) -> Tensor:
+        model = forward(source_sb(p["z"], p["log_amp"].exp(), p.get("cx", cx[index]), p.get("cy", cy[index]), index))
+        return 0.5 * _chi2(data[index], model, sigma[index]) + 0.5 * prior_weight * (p["z"] ** 2).sum(1)
 
     evals = _lbfgs(params, loss, max_iter)
     with torch.no_grad():
