@@ -3,8 +3,9 @@
     python benchmarks/fitting.py [--config config/config.yaml] [--model results/models/vae.pt]
                                  [--threads 1] [--batch 256] [--reference 64]
 
-Galaxies: the test-split originals (results/data/stamps_test.h5), repeated with fresh noise up to
-the batch size, noise brought to fit.noise_sigma. VAE: the architecture of the config (trained
+Galaxies: the test-split originals (results/data/stamps_test.h5), repeated up to the batch size, noise
+brought to fit.noise_sigma (fresh noise per copy where a stamp's own noise is below that level; XDF
+stamps, already noisier, repeat identically). VAE: the architecture of the config (trained
 weights from --model when given — timing does not depend on them, the χ² does). Prints a markdown
 table: the decoder fit (per-galaxy L-BFGS, default tolerances, the config's max_iter) at batch 1
 and at --batch, its median χ²/ν and its χ² minus that of a reference fit run to the end (float64,
