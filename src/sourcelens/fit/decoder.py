@@ -26,7 +26,8 @@ curvature memory, line search and stopping test, while the decoder is evaluated 
 for all galaxies still running; converged galaxies drop out of the batch. L-BFGS works in
 whitened coordinates u, θ = θ₀ + M u with M = H̄^(−½), H̄ the mean Gauss–Newton matrix JᵀJ of
 the residuals at the start of up to ``precondition_galaxies`` galaxies of the batch (by finite
-differences): the raw problem has a condition number ~10⁵–10⁶ (latents the data barely constrain
+differences; in these coordinates a unit steepest-descent step is about a Newton step, so the first
+step is 1): the raw problem has a condition number ~10⁵–10⁶ (latents the data barely constrain
 next to pixel offsets), which L-BFGS alone needs hundreds of iterations to learn. Since M comes
 from the batch, a galaxy fitted alone and in a batch follows different paths; both stop at the
 tolerance but may settle in different local minima. Stopping tolerances are in units of L (½χ²):
@@ -264,7 +265,8 @@ def fit_decoder(
                 done[0] = b - active
 
             res = minimize_lbfgs(objective, torch.zeros_like(x0), max_iter=max_iter, history_size=history_size,
-                                 tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, callback=report)
+                                 tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, callback=report,
+                                 unit_first_step=precondition)
             with torch.no_grad():
                 params = x0 + res.x @ transform.T
                 model, source, flux = profiled(params, torch.arange(b, device=dev))

@@ -100,6 +100,7 @@ def minimize_lbfgs(
     tolerance_step: float = 1e-9,
     armijo: float = 1e-4,
     max_backtracks: int = 12,
+    unit_first_step: bool = False,
     callback: Callable[[int, int], None] | None = None,
 ) -> BatchedLBFGSResult:
     """Minimise ``objective(x, index) -> (b,)`` independently for each row of ``x0`` (B, P).
@@ -108,7 +109,9 @@ def minimize_lbfgs(
     ``index`` (b,) (a LongTensor into the B rows, for per-row data such as images or noise maps),
     and returns their b losses; row i of the result may depend on row i of ``x`` only (no batch
     statistics: put models in eval mode). Gradients come from autograd. ``max_eval`` defaults to
-    1.25 × ``max_iter`` + 1, as in ``torch.optim.LBFGS``. ``callback(n_rounds, n_active)`` is
+    1.25 × ``max_iter`` + 1, as in ``torch.optim.LBFGS``. ``unit_first_step``: the first line search
+    starts at t = 1 instead of min(1, 1/‖g‖₁) (for preconditioned problems, where −g is already
+    about the Newton step). ``callback(n_rounds, n_active)`` is
     called after every batched evaluation (e.g. a progress bar). See the module docstring.
     """
     if x0.ndim != 2:
@@ -133,7 +136,7 @@ def minimize_lbfgs(
     rho = torch.zeros(b, m, dtype=dt, device=dev)
     gamma = torch.ones(b, dtype=dt, device=dev)
     d = -g
-    t = _first_step(g)
+    t = torch.ones_like(f) if unit_first_step else _first_step(g)
     gtd = (g * d).sum(1)
     backtracks = torch.zeros(b, dtype=torch.long, device=dev)
     restarted = torch.zeros(b, dtype=torch.bool, device=dev)
