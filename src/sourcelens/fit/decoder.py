@@ -224,9 +224,9 @@ def fit_decoder(
                     z_init = torch.zeros(b, latent_dim, dtype=dtype, device=dev)
             x0 = torch.cat([z_init, torch.zeros(b, 3, dtype=dtype, device=dev)], dim=1)
             if offset0 is not None:
-                x0[:, latent_dim:latent_dim + 2] = torch.as_tensor(np.asarray(offset0)[start:stop], dtype=dtype, device=dev)
+                x0[:, latent_dim:latent_dim + 2] = torch.as_tensor(np.asarray(offset0)[start:stop], dtype=dtype)
             if scale0 is not None:
-                x0[:, latent_dim + 2] = torch.log(torch.as_tensor(np.asarray(scale0)[start:stop], dtype=dtype, device=dev))
+                x0[:, latent_dim + 2] = torch.as_tensor(np.log(np.asarray(scale0)[start:stop]), dtype=dtype)
 
             def unit_model(p: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 """Model images and rendered sources of flux 1 for parameters p = (z, dx, dy, log s)."""
