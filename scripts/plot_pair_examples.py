@@ -10,14 +10,13 @@ log = log_to_file(snakemake.log[0])
 import numpy as np
 
 from sourcelens import plots
-from sourcelens.io import provenance, read_attrs, read_dataset, read_meta, save_figure
+from sourcelens.io import evenly_spaced_rows, provenance, read_attrs, read_dataset, read_meta, save_figure
 
 path = snakemake.input[0]
 lens = snakemake.wildcards.lens
 n_total = len(read_meta(path))
-n = min(int(snakemake.params.n_examples), n_total)
 # evenly spaced through the file: deterministic, and spans the shards
-index = np.unique(np.linspace(0, n_total - 1, n).round().astype(int))
+index = evenly_spaced_rows(n_total, int(snakemake.params.n_examples))
 arrays, meta = read_dataset(
     path, names=("source", "lensed_noiseless", "lensed", "noise_sigma", "lens_params"), index=index
 )

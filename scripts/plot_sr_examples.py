@@ -7,16 +7,13 @@ from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 
-import numpy as np
-
 from sourcelens import plots
-from sourcelens.io import provenance, read_attrs, read_dataset, read_meta, save_figure
+from sourcelens.io import evenly_spaced_rows, provenance, read_attrs, read_dataset, read_meta, save_figure
 
 path = snakemake.input[0]
 lens, noise = snakemake.wildcards.lens, snakemake.wildcards.noise
 n_total = len(read_meta(path))
-n = min(int(snakemake.params.n_examples), n_total)
-index = np.unique(np.linspace(0, n_total - 1, n).round().astype(int))
+index = evenly_spaced_rows(n_total, int(snakemake.params.n_examples))
 arrays, meta = read_dataset(
     path, names=("low_res", "high_res", "source_high_res", "noise_sigma", "lens_params"), index=index
 )

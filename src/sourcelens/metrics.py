@@ -32,6 +32,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .io import evenly_spaced_rows
+
 log = logging.getLogger("sourcelens.metrics")
 
 METRIC_COLUMNS = (
@@ -238,10 +240,7 @@ def select_examples(meta: pd.DataFrame, n: int) -> np.ndarray:
     """
     orig = original_rows(meta)
     order = orig[np.argsort(meta["source_id"].astype(str).to_numpy()[orig], kind="stable")]
-    if order.size == 0:
-        return order
-    pick = np.unique(np.linspace(0, order.size - 1, min(int(n), order.size)).round().astype(int))
-    return order[pick]
+    return order[evenly_spaced_rows(order.size, n)]
 
 
 def original_rows(meta: pd.DataFrame) -> np.ndarray:

@@ -50,6 +50,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from ..io import evenly_spaced_rows
 from .lbfgs import BatchedLBFGSResult, minimize_lbfgs
 
 N_SHAPE_PARAMS = 4  # flux, dx, dy, log_scale
@@ -248,8 +249,7 @@ def fit_decoder(
 
             if precondition:
                 with torch.no_grad():
-                    pick = torch.as_tensor(np.unique(np.linspace(0, b - 1, min(b, int(precondition_galaxies)))
-                                                     .round().astype(int)), device=dev)
+                    pick = torch.as_tensor(evenly_spaced_rows(b, precondition_galaxies), device=dev)
                     metric = gauss_newton_metric(residuals, x0[pick], pick)
                     transform = inverse_sqrt(metric)
             else:

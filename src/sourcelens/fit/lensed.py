@@ -256,6 +256,12 @@ def _forward(sim: LensingSimulator, sb: Tensor) -> Tensor:
     return sim.finish(sim.pixel_flux(sb))
 
 
+def _rays_of(rays: tuple[Tensor, Tensor], index: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The ray positions of the galaxies ``index`` (all for None or rays shared by all galaxies)."""
+    bx, by = rays
+    return (bx, by) if index is None or bx.ndim == 2 else (bx[index], by[index])
+
+
 def _profile_amplitude(model: Tensor, data: Tensor, sigma: Tensor) -> Tensor:
     """Best non-negative linear amplitude of ``model`` for ``data`` (per image)."""
     w = 1.0 / sigma**2
@@ -482,8 +488,7 @@ def fit_sersic_lensed(sim: LensingSimulator, rays: tuple[Tensor, Tensor], data: 
         raw["log_amp"] = _profile_amplitude(model1, data, sigma).log()
 
     def loss(p: dict[str, Tensor], index: Tensor) -> Tensor:
-        x, y = (bx, by) if bx.ndim == 2 else (bx[index], by[index])
-        model = _forward(sim, _sersic_sb(x, y, _sersic_params(p)))
+        model = _forward(sim, _sersic_sb(*_rays_of(rays, index), _sersic_params(p)))
         return 0.5 * _chi2(data[index], model, sigma[index])
 
     evals = _lbfgs(raw, loss, max_iter)
@@ -605,15 +610,12 @@ def fit_decoder_rays(vae: torch.nn.Module, forward, rays: tuple[Tensor, Tensor],
 
     def source_sb(z, amp, cx, cy, index=None):
         img = dec.decode(z)[:, 0] * amp[:, None, None]
-        x, y = (bx, by) if index is None or bx.ndim == 2 else (bx[index], by[index])
-        return pixelated(x, y, img, decoder_scale, cx, cy)
+        return pixelated(*_rays_of(rays, index), img, decoder_scale, cx, cy)
 
     with torch.no_grad():
         m1 = forward(source_sb(z, torch.ones(b, dtype=DTYPE), cx, cy))
         log_amp = _profile_amplitude(m1, data, sigma).log()
-    params = {"z": z, "log_amp": log_amp, "cx": cx, "cy": cy}
-    if not fit_centre:
-        params = {"z": z, "log_amp": log_amp}
+    params = {"z": z, "log_amp": log_amp} | ({"cx": cx, "cy": cy} if fit_centre else {})
 
     def loss(p: dict[str, Tensor], index: Tensor) -> Tensor:
         model = forward(source_sb(p["z"], p["log_amp"].exp(), p.get("cx", cx[index]), p.get("cy", cy[index]), index))
