@@ -89,9 +89,10 @@ def test_gauss_newton_metric_of_linear_residuals_is_exact():
         return torch.einsum("nrp,np->nr", a[index], x) - b[index]
 
     x = torch.randn(3, 5, generator=gen, dtype=DT)
-    metric = gauss_newton_metric(residuals, x, torch.arange(3), chunk=7)
     exact = torch.einsum("nrp,nrq->pq", a, a) / 3
-    torch.testing.assert_close(metric, exact, rtol=1e-9, atol=1e-9)
+    for differences in ("forward", "central"):
+        metric = gauss_newton_metric(residuals, x, torch.arange(3), chunk=7, differences=differences)
+        torch.testing.assert_close(metric, exact, rtol=1e-9, atol=1e-9)
     m = inverse_sqrt(metric)
     torch.testing.assert_close(m @ metric @ m, torch.eye(5, dtype=DT), rtol=0, atol=1e-9)
     torch.testing.assert_close(m, m.T)

@@ -63,6 +63,31 @@ def test_model_shapes(size, latent, widths):
         VAE(size + 2, latent, widths)
 
 
+@pytest.mark.parametrize("widths,channels", [((8, 16, 32), 1), ((4, 8), 3)])
+def test_fused_decoder_is_the_decoder(widths, channels):
+    """Batch norm folded, channels-last, phase-convolution output: the same function as decode(),
+    values and latent gradients, with non-trivial batch-norm statistics."""
+    torch.manual_seed(0)
+    model = VAE(image_size=16, latent_dim=5, widths=widths, in_channels=channels)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    model = model.double().eval()
+    fused = model.fused_decoder()
+    z = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    ref = model.decode(z)
+    out = fused(z)
+    assert out.shape == ref.shape == (7, channels, 16, 16)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    w = torch.rand_like(ref)
+    torch.testing.assert_close(torch.autograd.grad((out * w).sum(), z)[0], torch.autograd.grad((ref * w).sum(), z)[0],
+                               rtol=1e-12, atol=1e-12)
+    assert not any(p.requires_grad for p in fused.parameters()) and len(list(fused.buffers())) > 0
+
+
 @pytest.mark.parametrize("loss", RECON_LOSSES)
 def test_gradient_reaches_every_parameter(loss):
     torch.manual_seed(0)
