@@ -75,11 +75,12 @@ def test_render_identity_and_shift():
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
-def test_shift_zoom_equals_grid_sample_with_the_same_affine_map(interpolation):
+@pytest.mark.parametrize("shape", [(12, 16), (16, 16)])
+def test_shift_zoom_equals_grid_sample_with_the_same_affine_map(interpolation, shape):
     """The separable matrix resampling against torch's grid_sample (an independent implementation),
     values and gradients, for shifts beyond the edge and zooms both ways."""
     gen = torch.Generator().manual_seed(2)
-    img = torch.rand(5, 12, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    img = torch.rand(5, *shape, generator=gen, dtype=torch.float64, requires_grad=True)
     offset = torch.tensor([[0.0, 0.0], [0.37, -1.6], [-3.2, 2.5], [7.9, 0.1], [1.0, 1.0]], dtype=torch.float64,
                           requires_grad=True)
     scale = torch.tensor([1.0, 1.3, 0.7, 1.0, 2.1], dtype=torch.float64, requires_grad=True)

@@ -61,39 +61,43 @@ def n_free_params(latent_dim: int) -> int:
     return int(latent_dim) + N_SHAPE_PARAMS
 
 
-_KEYS_A = -0.75  # the cubic-convolution parameter of torch's bicubic grid_sample (and OpenCV)
+def _keys_cubic(x: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys cubic-convolution kernel (a = −0.75: torch's bicubic ``grid_sample`` and OpenCV)."""
+    x = np.abs(x)
+    return np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
 
 
-def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
-    """Keys cubic-convolution weights (…, 4) of the taps at −1, 0, 1, 2 for fractional positions t ∈ [0, 1)."""
-    a = _KEYS_A
+def _tap_polynomials(kernel) -> np.ndarray:
+    """(4, 4) matrix C: the weights of the taps at −1, 0, 1, 2 for a fractional position t ∈ [0, 1)
+    are [1, t, t², t³] · C (each weight is a cubic in t on that interval; fitted exactly at 4 points)."""
+    t = np.array([0.0, 0.25, 0.5, 0.75])
+    powers = t[:, None] ** np.arange(4)
+    weights = np.stack([kernel(t - tap) for tap in (-1, 0, 1, 2)], 1)
+    return np.linalg.solve(powers, weights)
 
-    def near(x):  # |x| ≤ 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
 
-    def far(x):   # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], -1)
+_TAP_POLYNOMIALS = {
+    "bicubic": _tap_polynomials(_keys_cubic),
+    "bilinear": _tap_polynomials(lambda x: np.clip(1.0 - np.abs(x), 0.0, None)),
+}
 
 
 def interpolation_matrix(coords: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:
-    """Resampling along one axis as a matrix: (B, n) source coordinates (pixels, 0 = first pixel
-    centre) → (B, n, size), row i holding the interpolation weights of output sample i. Zero outside
+    """Resampling along one axis as a matrix: (…, n) source coordinates (pixels, 0 = first pixel
+    centre) → (…, n, size), row i holding the interpolation weights of output sample i. Zero outside
     the ``size`` pixels; "bicubic" (Keys, a = −0.75) or "bilinear". Differentiable in ``coords``."""
-    base = torch.floor(coords)
-    t = coords - base
-    if interpolation == "bicubic":
-        weights = _cubic_weights(t)
-    elif interpolation == "bilinear":
-        zero = torch.zeros_like(t)
-        weights = torch.stack([zero, 1 - t, t, zero], -1)
-    else:
+    if interpolation not in _TAP_POLYNOMIALS:
         raise ValueError(f"interpolation must be 'bicubic' or 'bilinear', not {interpolation!r}")
+    poly = torch.as_tensor(_TAP_POLYNOMIALS[interpolation], dtype=coords.dtype, device=coords.device)
+    base = torch.floor(coords.detach())
+    t = coords - base
+    t2 = t * t
+    weights = torch.stack([torch.ones_like(t), t, t2, t2 * t], -1) @ poly          # (…, n, 4)
     taps = base.long()[..., None] + torch.arange(-1, 3, device=coords.device)
-    weights = weights * ((taps >= 0) & (taps < size))
+    inside = (taps >= 0) & (taps < size)
     out = torch.zeros(*coords.shape, size, dtype=coords.dtype, device=coords.device)
-    return out.scatter_add(-1, taps.clamp(0, size - 1), weights)
+    return out.scatter_add(-1, taps.clamp(0, size - 1), torch.where(inside, weights, 0.0))
 
 
 def shift_zoom(images: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
@@ -109,12 +113,17 @@ def shift_zoom(images: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
     faster than ``grid_sample`` and its backward pass on CPUs).
     """
     _, h, w = images.shape
-    kw = dict(dtype=images.dtype, device=images.device)
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    ux = (torch.arange(w, **kw)[None, :] - cx - offset[:, 0, None]) / scale[:, None] + cx   # (B, W)
-    uy = (torch.arange(h, **kw)[None, :] - cy - offset[:, 1, None]) / scale[:, None] + cy   # (B, H)
-    rows = interpolation_matrix(uy, h, interpolation)
-    cols = interpolation_matrix(ux, w, interpolation)
+    if h == w:  # both axes in one call
+        centre = (w - 1) / 2.0
+        pixels = torch.arange(w, dtype=images.dtype, device=images.device)
+        coords = (pixels[None, None, :] - centre - offset[:, :, None]) / scale[:, None, None] + centre  # (B, 2, W)
+        cols, rows = interpolation_matrix(coords, w, interpolation).unbind(1)
+    else:
+        kw = dict(dtype=images.dtype, device=images.device)
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        ux = (torch.arange(w, **kw)[None, :] - cx - offset[:, 0, None]) / scale[:, None] + cx   # (B, W)
+        uy = (torch.arange(h, **kw)[None, :] - cy - offset[:, 1, None]) / scale[:, None] + cy   # (B, H)
+        rows, cols = interpolation_matrix(uy, h, interpolation), interpolation_matrix(ux, w, interpolation)
     return rows @ images @ cols.transpose(1, 2)
 
 
