@@ -573,6 +573,9 @@ def fit_shapelets_lensed(sim: LensingSimulator, rays: tuple[Tensor, Tensor], dat
 # (a) the VAE decoder as the source model
 # --------------------------------------------------------------------------------------------
 def _double_decoder(vae: torch.nn.Module) -> torch.nn.Module:
+    """The frozen float64 decoder of ``vae`` (its fused form when it has one: same function, faster)."""
+    if hasattr(vae, "fused_decoder"):
+        return vae.fused_decoder().to(DTYPE).eval()
     dec = copy.deepcopy(vae).to(DTYPE).eval()
     for prm in dec.parameters():
         prm.requires_grad_(False)
