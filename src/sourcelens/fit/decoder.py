@@ -113,16 +113,13 @@ def shift_zoom(images: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
     faster than ``grid_sample`` and its backward pass on CPUs).
     """
     _, h, w = images.shape
-    if h == w:  # both axes in one call
-        centre = (w - 1) / 2.0
-        pixels = torch.arange(w, dtype=images.dtype, device=images.device)
-        coords = (pixels[None, None, :] - centre - offset[:, :, None]) / scale[:, None, None] + centre  # (B, 2, W)
-        cols, rows = interpolation_matrix(coords, w, interpolation).unbind(1)
+    kw = dict(dtype=images.dtype, device=images.device)
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    ux = (torch.arange(w, **kw)[None, :] - cx - offset[:, 0, None]) / scale[:, None] + cx   # (B, W)
+    uy = (torch.arange(h, **kw)[None, :] - cy - offset[:, 1, None]) / scale[:, None] + cy   # (B, H)
+    if h == w:  # both axes in one call (fewer operations: this is on the fits' hot path)
+        rows, cols = interpolation_matrix(torch.stack([uy, ux], 1), w, interpolation).unbind(1)
     else:
-        kw = dict(dtype=images.dtype, device=images.device)
-        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-        ux = (torch.arange(w, **kw)[None, :] - cx - offset[:, 0, None]) / scale[:, None] + cx   # (B, W)
-        uy = (torch.arange(h, **kw)[None, :] - cy - offset[:, 1, None]) / scale[:, None] + cy   # (B, H)
         rows, cols = interpolation_matrix(uy, h, interpolation), interpolation_matrix(ux, w, interpolation)
     return rows @ images @ cols.transpose(1, 2)
 
