@@ -70,17 +70,19 @@ def _evaluate(objective: Objective, x: Tensor, index: Tensor) -> tuple[Tensor, T
 
 
 def _direction(g: Tensor, s_hist: Tensor, y_hist: Tensor, rho: Tensor, gamma: Tensor) -> Tensor:
-    """−H g by the two-loop recursion; history slots with ρ = 0 are empty and drop out."""
+    """−H g by the two-loop recursion; history slots with ρ = 0 are empty and drop out (slots empty
+    in every row are skipped: new pairs enter at the end, so those are the first ones)."""
+    filled = torch.nonzero(rho.ne(0).any(0))
+    first = int(filled[0]) if filled.numel() else rho.shape[1]
     q = -g
-    m = s_hist.shape[1]
-    alpha = torch.zeros_like(rho)
-    for i in range(m - 1, -1, -1):  # newest (last slot) to oldest
-        alpha[:, i] = rho[:, i] * (s_hist[:, i] * q).sum(1)
-        q = q - alpha[:, i, None] * y_hist[:, i]
+    alphas = {}
+    for i in range(rho.shape[1] - 1, first - 1, -1):  # newest (last slot) to oldest
+        alphas[i] = rho[:, i] * torch.linalg.vecdot(s_hist[:, i], q)
+        q = q - alphas[i][:, None] * y_hist[:, i]
     r = gamma[:, None] * q
-    for i in range(m):
-        beta = rho[:, i] * (y_hist[:, i] * r).sum(1)
-        r = r + (alpha[:, i] - beta)[:, None] * s_hist[:, i]
+    for i in range(first, rho.shape[1]):
+        beta = rho[:, i] * torch.linalg.vecdot(y_hist[:, i], r)
+        r = r + (alphas[i] - beta)[:, None] * s_hist[:, i]
     return r
 
 
