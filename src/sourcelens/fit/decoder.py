@@ -252,7 +252,7 @@ def fit_decoder(
     history: list[BatchedLBFGSResult] = []
     bar = tqdm(total=n, desc="decoder fits", unit="galaxy", disable=not progress, leave=False)
     with _Frozen(vae):
-        decode = vae.fused_decoder().to(dev) if hasattr(vae, "fused_decoder") else vae.decode
+        decode = vae.fused_decoder().to(dev)
         for start in range(0, n, max(1, int(batch_size))):
             stop = min(n, start + int(batch_size))
             b = stop - start

@@ -41,7 +41,6 @@ the pixelated fit's start included in the decoder's when the decoder is initiali
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -573,13 +572,8 @@ def fit_shapelets_lensed(sim: LensingSimulator, rays: tuple[Tensor, Tensor], dat
 # (a) the VAE decoder as the source model
 # --------------------------------------------------------------------------------------------
 def _double_decoder(vae: torch.nn.Module) -> torch.nn.Module:
-    """The frozen float64 decoder of ``vae`` (its fused form when it has one: same function, faster)."""
-    if hasattr(vae, "fused_decoder"):
-        return vae.fused_decoder().to(DTYPE).eval()
-    dec = copy.deepcopy(vae).to(DTYPE).eval()
-    for prm in dec.parameters():
-        prm.requires_grad_(False)
-    return dec
+    """The frozen float64 decoder of ``vae`` (its fused form: same function, faster)."""
+    return vae.fused_decoder().to(DTYPE).eval()
 
 
 def _encode_start(vae: torch.nn.Module, recon: np.ndarray, recon_scale: float, decoder_scale: float,
