@@ -67,6 +67,23 @@ def test_converged_rows_leave_the_batch():
     torch.testing.assert_close(res.x, torch.zeros_like(x0), atol=1e-6, rtol=0)
 
 
+def test_chunked_evaluation_gives_the_same_fits(start):
+    """``chunk_rows`` bounds the rows of one objective call (about equal chunks); the paths do not change."""
+    sizes = []
+
+    def counted(x, index):
+        sizes.append(len(index))
+        return rosenbrock(x, index)
+
+    whole = minimize_lbfgs(rosenbrock, start, max_iter=40)
+    chunked = minimize_lbfgs(counted, start, max_iter=40, chunk_rows=5)
+    assert sizes[:3] == [4, 4, 4] and max(sizes) <= 5
+    np.testing.assert_array_equal(chunked.n_eval, whole.n_eval)
+    torch.testing.assert_close(chunked.x, whole.x, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        minimize_lbfgs(rosenbrock, start, chunk_rows=0)
+
+
 def test_limits_and_bad_objectives(start):
     res = minimize_lbfgs(rosenbrock, start, max_iter=3, tolerance_change=0.0, tolerance_grad=0.0)
     assert (res.n_iter <= 3).all() and "max_iter" in set(res.status)
