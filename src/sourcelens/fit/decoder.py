@@ -23,7 +23,8 @@ can change its own brightness with z).
 
 Optimisation: a per-galaxy L-BFGS (:mod:`sourcelens.fit.lbfgs`): every galaxy has its own
 curvature memory, line search and stopping test, while the decoder is evaluated once per round
-for all galaxies still running; converged galaxies drop out of the batch. L-BFGS works in
+for all galaxies still running (in cache-sized chunks on a CPU); converged galaxies drop out of the
+batch. L-BFGS works in
 whitened coordinates u, θ = θ₀ + M u with M = H̄^(−½), H̄ the mean Gauss–Newton matrix JᵀJ of
 the residuals at the start of up to ``precondition_galaxies`` galaxies of the batch (by finite
 differences; in these coordinates a unit steepest-descent step is about a Newton step, so the first
