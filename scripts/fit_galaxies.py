@@ -43,7 +43,8 @@ log.info("fitting %d galaxies (requested %d); sigma %.3g..%.3g", len(data), cfg[
 
 vae = load_vae(snakemake.input.model)
 dec = fit_decoder(vae, data, sigma, init=cfg["init"], max_iter=int(cfg["max_iter"]),
-                  tolerance_change=float(cfg["tolerance_change"]), interpolation=cfg["interpolation"], progress=True)
+                  tolerance_change=float(cfg["tolerance_change"]), patience=int(cfg["patience"]),
+                  interpolation=cfg["interpolation"], progress=True)
 stops = dict(zip(*np.unique(dec.status, return_counts=True)))
 log.info("decoder: %.3f s per galaxy, iterations median %d max %d, stopped by %s, median chi2/nu %.3f",
          dec.seconds.mean(), np.median(dec.n_iter), dec.n_iter.max(), stops, np.median(dec.chi2_nu))

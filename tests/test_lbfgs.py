@@ -84,6 +84,26 @@ def test_chunked_evaluation_gives_the_same_fits(start):
         minimize_lbfgs(rosenbrock, start, chunk_rows=0)
 
 
+def test_patience_waits_for_consecutive_small_decreases(start):
+    """With ``patience`` k a row stops only after k small decreases in a row: it follows the same path as
+    with k − 1 and stops at the same iterate or later, at the same loss or lower; never before k iterations."""
+    runs = {k: minimize_lbfgs(rosenbrock, start, max_iter=500, tolerance_change=1e-2, tolerance_grad=0.0,
+                              patience=k) for k in (1, 2, 3)}
+    for short, long in ((runs[1], runs[2]), (runs[2], runs[3])):
+        assert (long.n_iter >= short.n_iter).all()
+        assert (long.loss <= short.loss).all()
+        assert (long.n_iter > short.n_iter).any()
+        same = long.n_iter == short.n_iter
+        torch.testing.assert_close(long.x[same], short.x[same], rtol=0, atol=0)
+    assert (runs[3].n_iter[runs[3].status == "change"] >= 3).all()
+    # the patient run on the way: stopping it at the impatient run's iteration count lands on the same iterate
+    cut = minimize_lbfgs(rosenbrock, start[:1], max_iter=int(runs[1].n_iter[0]), tolerance_change=1e-2,
+                         tolerance_grad=0.0, patience=2)
+    torch.testing.assert_close(cut.x[0], runs[1].x[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="patience"):
+        minimize_lbfgs(rosenbrock, start, patience=0)
+
+
 def test_limits_and_bad_objectives(start):
     res = minimize_lbfgs(rosenbrock, start, max_iter=3, tolerance_change=0.0, tolerance_grad=0.0)
     assert (res.n_iter <= 3).all() and "max_iter" in set(res.status)

@@ -32,7 +32,8 @@ step is 1): the raw problem has a condition number ~10⁵–10⁶ (latents the d
 next to pixel offsets), which L-BFGS alone needs hundreds of iterations to learn. Since M comes
 from the batch, a galaxy fitted alone and in a batch follows different paths; both stop at the
 tolerance but may settle in different local minima. Stopping tolerances are in units of L (½χ²):
-by default a galaxy stops when an iteration lowers L by less than 10⁻³. The decoder's own
+by default a galaxy stops when two consecutive iterations each lower L by less than 5·10⁻³ (one
+short step is not enough: in the long curved valleys of poorly fitting galaxies progress resumes). The decoder's own
 weights are frozen (no weight gradients, no graph kept between evaluations).
 
 Start (``init``): ``"encoder"`` (z = encoder mean of the data — near the optimum, so few
@@ -211,8 +212,9 @@ def fit_decoder(
     batch_size: int = 256,
     chunk_size: int | None = None,
     history_size: int = 20,
-    tolerance_change: float = 1e-3,
+    tolerance_change: float = 5e-3,
     tolerance_grad: float = 1e-5,
+    patience: int = 2,
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     z0: np.ndarray | None = None,
     offset0: np.ndarray | None = None,
@@ -238,7 +240,8 @@ def fit_decoder(
     evaluated for at most ``chunk_size`` of them at a time (default: 128 on a CPU, where the
     decoder's feature maps then stay in cache, about 12 % faster than 256 at once; the whole batch
     on a GPU; results do not depend on it beyond float rounding); the
-    tolerances are in units of ½χ² (see :func:`sourcelens.fit.lbfgs.minimize_lbfgs`).
+    tolerances are in units of ½χ², the change test must hold ``patience`` iterations in a row (see
+    :func:`sourcelens.fit.lbfgs.minimize_lbfgs`).
     ``progress`` shows a bar of converged galaxies.
     """
     if init not in ("encoder", "prior"):
@@ -322,7 +325,7 @@ def fit_decoder(
 
             res = minimize_lbfgs(objective, torch.zeros_like(x0), max_iter=max_iter, history_size=history_size,
                                  tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, callback=report,
-                                 unit_first_step=precondition, chunk_rows=chunk_size)
+                                 unit_first_step=precondition, chunk_rows=chunk_size, patience=patience)
             with torch.no_grad():
                 params = x0 + res.x @ transform.T
                 resid, flux, model, source = profiled(params, torch.arange(b, device=dev))

@@ -19,8 +19,8 @@ interpolation; a row whose line search fails restarts once from steepest descent
 memory, then stops.
 
 Stopping (per row): ‖g‖_∞ ≤ ``tolerance_grad`` ("gradient"); decrease of the objective over
-the last quasi-Newton iteration ≤ ``tolerance_change`` (in the units of the objective, e.g. ½χ²;
-not tested on steepest-descent steps, whose length is arbitrary) or step ‖Δx‖_∞ ≤
+each of the last ``patience`` quasi-Newton iterations ≤ ``tolerance_change`` (in the units of the
+objective, e.g. ½χ²; not tested on steepest-descent steps, whose length is arbitrary) or step ‖Δx‖_∞ ≤
 ``tolerance_step`` (in the units of x) ("change"); ``max_iter`` iterations ("max_iter") or
 ``max_eval`` evaluations ("max_eval"); no progress after a restart ("line_search").
 """
@@ -112,6 +112,7 @@ def minimize_lbfgs(
     max_backtracks: int = 12,
     unit_first_step: bool = False,
     chunk_rows: int | None = None,
+    patience: int = 1,
     callback: Callable[[int, int], None] | None = None,
 ) -> BatchedLBFGSResult:
     """Minimise ``objective(x, index) -> (b,)`` independently for each row of ``x0`` (B, P).
@@ -124,11 +125,15 @@ def minimize_lbfgs(
     starts at t = 1 instead of min(1, 1/‖g‖₁) (for preconditioned problems, where −g is already
     about the Newton step). ``chunk_rows``: evaluate the objective on at most this many rows at a
     time (same results, rows being independent; a smaller working set: on CPUs a decoder's feature
-    maps for ~128 galaxies stay in cache, which is faster than 256 at once). ``callback(n_rounds, n_active)`` is
+    maps for ~128 galaxies stay in cache, which is faster than 256 at once). ``patience``: the
+    change test must hold on this many consecutive quasi-Newton iterations before a row stops (1, as
+    scipy; 2 does not stop on one short step in a long, curved valley, where progress resumes). ``callback(n_rounds, n_active)`` is
     called after every batched evaluation (e.g. a progress bar). See the module docstring.
     """
     if x0.ndim != 2:
         raise ValueError(f"x0 must be (rows, parameters), got shape {tuple(x0.shape)}")
+    if int(patience) < 1:
+        raise ValueError(f"patience must be a positive number of iterations, not {patience!r}")
     if chunk_rows is not None and int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be a positive number of rows or None, not {chunk_rows!r}")
     max_iter = int(max_iter)
@@ -158,7 +163,9 @@ def minimize_lbfgs(
     gtd = torch.linalg.vecdot(g, d)
     backtracks = torch.zeros(b, dtype=torch.long, device=dev)
     restarted = torch.zeros(b, dtype=torch.bool, device=dev)
-    state = [ids, x, f, g, n_iter, n_eval, status, s_hist, y_hist, rho, gamma, d, t, gtd, backtracks, restarted]
+    n_small = torch.zeros(b, dtype=torch.long, device=dev)   # consecutive small decreases
+    state = [ids, x, f, g, n_iter, n_eval, status, s_hist, y_hist, rho, gamma, d, t, gtd, backtracks, restarted,
+             n_small]
 
     def retire(state: list[Tensor]) -> list[Tensor]:
         """Write the stopped rows to the outputs and drop them from the state."""
@@ -178,7 +185,8 @@ def minimize_lbfgs(
         callback(rounds, len(state[0]))
     eps = torch.finfo(dt).eps
     while len(state[0]):
-        ids, x, f, g, n_iter, n_eval, status, s_hist, y_hist, rho, gamma, d, t, gtd, backtracks, restarted = state
+        (ids, x, f, g, n_iter, n_eval, status, s_hist, y_hist, rho, gamma, d, t, gtd, backtracks, restarted,
+         n_small) = state
         xt = x + t[:, None] * d
         ft, gt = _evaluate(objective, xt, ids, chunk_rows)
         rounds += 1
@@ -207,6 +215,8 @@ def minimize_lbfgs(
         st = torch.where(n_eval >= max_eval, _MAXEV, _RUN)
         st = torch.where(n_iter >= max_iter, _MAXIT, st)
         small = (decrease <= tolerance_change) & quasi_newton
+        n_small = torch.where(ok, torch.where(small, n_small + 1, 0), n_small)
+        small = n_small >= patience
         st = torch.where(small | (s.abs().amax(1) <= tolerance_step), _CHANGE, st)
         st = torch.where(gt.abs().amax(1) <= tolerance_grad, _GRAD, st)
         go = ok & (st == _RUN)
@@ -214,7 +224,8 @@ def minimize_lbfgs(
             new_d = _direction(g, s_hist, y_hist, rho, gamma)
             new_gtd = torch.linalg.vecdot(g, new_d)
             d, gtd, t = torch.where(go[:, None], new_d, d), torch.where(go, new_gtd, gtd), torch.where(go, 1.0, t)
-            st = torch.where(go & (new_gtd > -tolerance_change), _CHANGE, st)   # no descent left
+            # no descent left: the next step would be one more small decrease
+            st = torch.where(go & (new_gtd > -tolerance_change) & (n_small + 1 >= patience), _CHANGE, st)
         status = torch.where(ok, st, status)
 
         # --- rejected steps: shorter step, or restart from steepest descent, or stop ---------------
@@ -243,7 +254,7 @@ def minimize_lbfgs(
                 backtracks = torch.where(retry, 0, backtracks)
                 restarted = restarted | retry
         state = retire([ids, x, f, g, n_iter, n_eval, status, s_hist, y_hist, rho, gamma, d, t, gtd, backtracks,
-                        restarted])
+                        restarted, n_small])
         if callback is not None:
             callback(rounds, len(state[0]))
 
