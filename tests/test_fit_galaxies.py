@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from sourcelens.fit import (add_noise_to_level, fit_decoder, fit_sersic, fit_ser
                             render, shapelet_n_params)
 from sourcelens.fit.decoder import shift_zoom
 from sourcelens.models import VAE
+from sourcelens.train import reference_latents
 
 N = 32
 
@@ -145,6 +148,31 @@ def test_batch_and_single_fits_agree(vae, truth):
     # chunked batches give the same fits as one batch of the same size
     chunked = fit_decoder(vae, data, sigma, init="encoder", max_iter=300, batch_size=2)
     np.testing.assert_allclose(chunked.chi2, batch.chi2, rtol=0.01)
+
+
+def test_reference_latents_make_a_fit_independent_of_its_batch(vae, truth):
+    """With the model's reference latents the preconditioner is the model's, scaled per galaxy: a galaxy
+    follows the same path alone, in any batch and any chunking (float64: up to reduction order)."""
+    model = copy.deepcopy(vae).double()
+    blobs = torch.from_numpy(_blobs(np.random.default_rng(11), 64)).double()[:, None]
+    model.reference_latents = reference_latents(model, blobs, n=16)
+    assert model.reference_latents.shape == (16, 6)
+    z, img, data, sigma = truth
+    crowd = np.concatenate([data, data[::-1] * 0.7])            # other galaxies in the batch
+    batch = fit_decoder(model, crowd, np.concatenate([sigma, sigma[::-1] * 0.7]), max_iter=300,
+                        dtype=torch.float64)
+    assert batch.preconditioner == "reference"
+    assert np.all(np.abs(batch.chi2_nu[:4] - 1) < 0.2), batch.chi2_nu
+    chunked = fit_decoder(model, data, sigma, max_iter=300, dtype=torch.float64, batch_size=3, chunk_size=2)
+    for i in range(len(data)):
+        alone = fit_decoder(model, data[i:i + 1], sigma[i], max_iter=300, dtype=torch.float64)
+        for other in (batch, chunked):
+            assert other.n_eval[i] == alone.n_eval[0]
+            np.testing.assert_allclose(other.chi2[i], alone.chi2[0], rtol=1e-9)
+            np.testing.assert_allclose(other.z[i], alone.z[0], atol=1e-6)
+    # without reference latents (or through a lens) the preconditioner is the batch's
+    assert fit_decoder(vae, data[:2], sigma[:2], max_iter=5).preconditioner == "batch"
+    assert fit_decoder(model, data[:2], sigma[:2], max_iter=5, precondition=False).preconditioner == "none"
 
 
 def test_add_noise_to_level():

@@ -173,6 +173,9 @@ def test_train_vae_writes_model_and_metrics(stamps, tmp_path):
     loaded = load_vae(out / "vae.pt")
     assert loaded.hparams == {"image_size": 16, "latent_dim": 4, "widths": [4, 8], "in_channels": 1}
     assert loaded.provenance == {"rule": "test"}
+    # the encoder means of evenly spaced training stamps travel with the model (decoder-fit preconditioning)
+    assert loaded.reference_latents.shape == (24, 4)
+    torch.testing.assert_close(loaded.reference_latents, model.reference_latents)
     summary = loaded.extra["training"]
     assert summary["n_train"] == 24 and [s["loss"] for s in summary["stages"]] == ["mae", "chi2"]
     assert summary["final_val_loss"] == pytest.approx(metrics["val_loss"].iloc[-1], rel=1e-5)

@@ -58,7 +58,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from .config import rng_for, validate_config
-from .io import read_dataset, write_json, write_table
+from .io import evenly_spaced_rows, read_dataset, write_json, write_table
 from .models.vae import VAE, save_vae
 
 log = logging.getLogger("sourcelens.train")
@@ -68,6 +68,7 @@ SIGMA_FLOOR = 1e-3
 LR_FACTOR = 0.5
 METRIC_COLUMNS = ("stage", "loss", "epoch", "train_loss", "val_loss", "val_recon", "val_kl", "val_mse", "lr")
 PROGRESS_FILE = "progress.json"
+REFERENCE_GALAXIES = 32   # training stamps whose latents are kept with the model (decoder-fit preconditioning)
 
 # --------------------------------------------------------------------------------------
 # losses
@@ -318,6 +319,18 @@ def _mse_at_best(rows: Sequence[Mapping[str, Any]], stage: Mapping[str, Any]) ->
     return math.nan
 
 
+def reference_latents(model: VAE, stamps: torch.Tensor, n: int = REFERENCE_GALAXIES) -> torch.Tensor:
+    """Encoder means (n, latent_dim) of ``n`` evenly spaced stamps (N, 1, S, S): where the decoder is used,
+    kept with the model for preconditioning decoder fits (:func:`sourcelens.fit.decoder.fit_decoder`)."""
+    rows = torch.as_tensor(evenly_spaced_rows(len(stamps), n))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        mu = model.encode(stamps[rows].to(next(model.parameters()).device))[0]
+    model.train(was_training)
+    return mu.detach().cpu().float()
+
+
 def train_vae(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, Any] | None,
               model_path: str | Path, metrics_path: str | Path, checkpoint_dir: str | Path, seed: int,
               provenance: Mapping[str, Any] | None = None) -> VAE:
@@ -425,6 +438,7 @@ def train_vae(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
         torch.utils.deterministic.fill_uninitialized_memory = was_filling
 
     model = model.cpu().eval()
+    model.reference_latents = reference_latents(model, train_x)
     metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     write_table(metrics, metrics_path)
     last_stage = summary_stages[-1]
@@ -443,5 +457,6 @@ def train_vae(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
     return model
 
 
-__all__ = ["RECON_LOSSES", "SIGMA_FLOOR", "METRIC_COLUMNS", "VAEModule", "MetricsHistory", "gaussian_window",
-           "ssim_map", "ssim", "reconstruction_loss", "init_output_bias", "load_stamps", "vae_settings", "train_vae"]
+__all__ = ["RECON_LOSSES", "REFERENCE_GALAXIES", "SIGMA_FLOOR", "METRIC_COLUMNS", "VAEModule", "MetricsHistory",
+           "gaussian_window", "ssim_map", "ssim", "reconstruction_loss", "init_output_bias", "load_stamps",
+           "reference_latents", "vae_settings", "train_vae"]

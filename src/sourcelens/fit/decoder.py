@@ -25,13 +25,18 @@ Optimisation: a per-galaxy L-BFGS (:mod:`sourcelens.fit.lbfgs`): every galaxy ha
 curvature memory, line search and stopping test, while the decoder is evaluated once per round
 for all galaxies still running (in cache-sized chunks on a CPU); converged galaxies drop out of the
 batch. L-BFGS works in
-whitened coordinates u, θ = θ₀ + M u with M = H̄^(−½), H̄ the mean Gauss–Newton matrix JᵀJ of
-the residuals at the start of up to ``precondition_galaxies`` galaxies of the batch (by finite
-differences; in these coordinates a unit steepest-descent step is about a Newton step, so the first
-step is 1): the raw problem has a condition number ~10⁵–10⁶ (latents the data barely constrain
-next to pixel offsets), which L-BFGS alone needs hundreds of iterations to learn. Since M comes
-from the batch, a galaxy fitted alone and in a batch follows different paths; both stop at the
-tolerance but may settle in different local minima. Stopping tolerances are in units of L (½χ²):
+whitened coordinates u, θ = θ₀ + M u with M = H^(−½) per galaxy (in these coordinates a unit
+steepest-descent step is about a Newton step, so the first step is 1): the raw problem has a
+condition number ~10⁵–10⁶ (latents the data barely constrain next to pixel offsets), which L-BFGS
+alone needs hundreds of iterations to learn. H = (flux/σ)² Ḡ + w·I_z: Ḡ is the model's mean
+Gauss–Newton matrix JᵀJ (by finite differences) of unit-flux, unit-σ fits at its reference
+latents (``vae.reference_latents``, encoder means of training stamps kept with the model; computed
+once per model and cached), scaled by each galaxy's signal-to-noise at the start. So a galaxy
+follows the same path alone and in any batch (up to floating-point reduction order); an exact
+metric of the galaxy's own start would step too far, into worse local minima. For a model without
+reference latents, or through a ``forward`` operator (a lens per galaxy), H is the mean JᵀJ of the
+residuals at the start of up to ``precondition_galaxies`` galaxies of the batch: a galaxy fitted
+alone and in a batch then follows different paths. Stopping tolerances are in units of L (½χ²):
 by default a galaxy stops when two consecutive iterations each lower L by less than 5·10⁻³ (one
 short step is not enough: in the long curved valleys of poorly fitting galaxies progress resumes). The decoder's own
 weights are frozen (no weight gradients, no graph kept between evaluations).
@@ -43,6 +48,7 @@ iterations are needed) or ``"prior"`` (z = 0, the prior mean); Δ = 0, s = 1 unl
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -147,11 +153,12 @@ class DecoderFit:
     prior: np.ndarray        # (B,) ½|z|²
     n_params: int
     n_pixels: int
-    seconds: np.ndarray      # (B,) wall time of the galaxy's batch divided by the batch size
+    seconds: np.ndarray      # (B,) wall time of the galaxy's batch / its size, plus a share of the set-up
     n_iter: np.ndarray       # (B,) L-BFGS iterations of the galaxy
     n_eval: np.ndarray       # (B,) objective evaluations of the galaxy
     status: np.ndarray       # (B,) why the galaxy's L-BFGS stopped (see sourcelens.fit.lbfgs.STATUS)
     init: str = "encoder"
+    preconditioner: str = "none"   # "reference" (the model's), "batch" (the batch's mean) or "none"
     history: list[BatchedLBFGSResult] = field(default_factory=list)  # optimiser result of each batch
 
     @property
@@ -242,7 +249,8 @@ def fit_decoder(
     on a GPU; results do not depend on it beyond float rounding); the
     tolerances are in units of ½χ², the change test must hold ``patience`` iterations in a row (see
     :func:`sourcelens.fit.lbfgs.minimize_lbfgs`).
-    ``progress`` shows a bar of converged galaxies.
+    ``precondition``: whiten the parameters (see the module docstring; ``fit.preconditioner`` says
+    which metric was used). ``progress`` shows a bar of converged galaxies.
     """
     if init not in ("encoder", "prior"):
         raise ValueError(f"init must be 'encoder' or 'prior', not {init!r}")
@@ -265,6 +273,13 @@ def fit_decoder(
     bar = tqdm(total=n, desc="decoder fits", unit="galaxy", disable=not progress, leave=False)
     with _Frozen(vae):
         decode = vae.fused_decoder().to(dev)
+        reference = getattr(vae, "reference_latents", None)
+        unit_metric, preconditioner = None, "batch" if precondition else "none"
+        t_setup = time.perf_counter()
+        if precondition and forward is None and reference is not None and len(reference):
+            unit_metric = _reference_metric(vae, decode, reference, interpolation, dtype, dev, chunk_size)
+            preconditioner = "reference"
+        t_setup = time.perf_counter() - t_setup   # shared by all galaxies (zero once cached)
         for start in range(0, n, max(1, int(batch_size))):
             stop = min(n, start + int(batch_size))
             b = stop - start
@@ -304,16 +319,22 @@ def fit_decoder(
             def residuals(p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
                 return torch.cat([profiled(p, index)[0].flatten(1), prior_weight**0.5 * p[:, :latent_dim]], dim=1)
 
-            if precondition:
-                with torch.no_grad():
+            with torch.no_grad():
+                if unit_metric is not None:   # the model's metric, scaled by each galaxy's (flux / σ)²
+                    _, flux0, m0, _ = profiled(x0, torch.arange(b, device=dev))
+                    snr2 = flux0**2 * ((w * m0) ** 2).sum((1, 2)) / (m0 * m0).sum((1, 2)).clamp_min(1e-30)
+                    prior_diag = torch.zeros(x0.shape[1], dtype=dtype, device=dev)
+                    prior_diag[:latent_dim] = prior_weight
+                    transform = inverse_sqrt(snr2[:, None, None] * unit_metric + torch.diag(prior_diag))
+                elif precondition:            # the batch's mean metric
                     pick = torch.as_tensor(evenly_spaced_rows(b, precondition_galaxies), device=dev)
                     metric = gauss_newton_metric(residuals, x0[pick], pick, chunk=chunk_size or 512)
-                    transform = inverse_sqrt(metric)
-            else:
-                transform = torch.eye(x0.shape[1], dtype=dtype, device=dev)
+                    transform = inverse_sqrt(metric).expand(b, -1, -1)
+                else:
+                    transform = torch.eye(x0.shape[1], dtype=dtype, device=dev).expand(b, -1, -1)
 
             def objective(u: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-                p = x0[index] + u @ transform.T
+                p = x0[index] + torch.einsum("bij,bj->bi", transform[index], u)
                 resid = profiled(p, index)[0]
                 return 0.5 * (resid * resid).sum((1, 2)) + (0.5 * prior_weight) * (p[:, :latent_dim] ** 2).sum(1)
 
@@ -327,7 +348,7 @@ def fit_decoder(
                                  tolerance_grad=tolerance_grad, tolerance_change=tolerance_change, callback=report,
                                  unit_first_step=precondition, chunk_rows=chunk_size, patience=patience)
             with torch.no_grad():
-                params = x0 + res.x @ transform.T
+                params = x0 + torch.einsum("bij,bj->bi", transform, res.x)
                 resid, flux, model, source = profiled(params, torch.arange(b, device=dev))
                 model, source = flux[:, None, None] * model, flux[:, None, None] * source
                 chi2 = (resid ** 2).sum((1, 2))
@@ -340,7 +361,7 @@ def fit_decoder(
             results["source"].append(source.cpu().numpy())
             results["chi2"].append(chi2.cpu().double().numpy())
             results["prior"].append(prior.cpu().double().numpy())
-            results["sec"].append(np.full(b, sec / b))
+            results["sec"].append(np.full(b, sec / b + t_setup / n))
             results["iter"].append(res.n_iter)
             results["eval"].append(res.n_eval)
             results["status"].append(res.status)
@@ -353,8 +374,47 @@ def fit_decoder(
         prior=np.concatenate(results["prior"]), n_params=n_free_params(latent_dim), n_pixels=n_pix,
         seconds=np.concatenate(results["sec"]), n_iter=np.concatenate(results["iter"]),
         n_eval=np.concatenate(results["eval"]), status=np.concatenate(results["status"]),
-        init=init if z0 is None else "given", history=history,
+        init=init if z0 is None else "given", preconditioner=preconditioner, history=history,
     )
+
+
+_REFERENCE_METRICS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _reference_metric(vae, decode, reference: torch.Tensor, interpolation: str, dtype: torch.dtype,
+                      device: torch.device, chunk_size: int | None) -> torch.Tensor:
+    """Mean Gauss–Newton matrix (P, P) of unit-flux, unit-σ fits of the decoded reference latents at
+    their own images (flux profiled out, no prior term): the decoder's metric where it is used, one per
+    model (cached on ``vae`` for its current weights, interpolation, dtype and device)."""
+    buffers = [t.detach() for t in decode.buffers()] + [reference.detach()]
+    fingerprint = tuple(float(v) for t in buffers for v in (t.double().sum(), t.double().square().sum()))
+    key = (interpolation, dtype, str(device), fingerprint)
+    cache = _REFERENCE_METRICS.setdefault(vae, {})
+    if key in cache:
+        return cache[key]
+    latent_dim = reference.shape[1]
+    dec_dtype = next(decode.buffers()).dtype
+    z_ref = reference.to(device=device, dtype=dtype)
+    x_ref = torch.cat([z_ref, torch.zeros(len(z_ref), N_SHAPE_PARAMS - 1, dtype=dtype, device=device)], 1)
+
+    def unit_source(p: torch.Tensor) -> torch.Tensor:
+        return shift_zoom(decode(p[:, :latent_dim].to(dec_dtype)).to(dtype)[:, 0], p[:, latent_dim:latent_dim + 2],
+                          torch.exp(p[:, latent_dim + 2]), interpolation)
+
+    with torch.no_grad():
+        images = unit_source(x_ref)
+
+        def residuals(p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            m, d = unit_source(p), images[index]
+            flux = (d * m).sum((1, 2)) / (m * m).sum((1, 2)).clamp_min(1e-30)
+            return (d - flux[:, None, None] * m).flatten(1)
+
+        metric = gauss_newton_metric(residuals, x_ref, torch.arange(len(z_ref), device=device),
+                                     chunk=chunk_size or 512)
+    for stale in [k for k in cache if k[-1] != fingerprint]:   # entries of earlier weights
+        del cache[stale]
+    cache[key] = metric
+    return metric
 
 
 def gauss_newton_metric(residuals: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -388,11 +448,11 @@ def gauss_newton_metric(residuals: Callable[[torch.Tensor, torch.Tensor], torch.
 
 
 def inverse_sqrt(matrix: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
-    """Symmetric inverse square root of a positive semi-definite matrix, eigenvalues floored at
+    """Symmetric inverse square root of positive semi-definite matrices (…, P, P), eigenvalues floored at
     ``floor`` × the largest (a direction the data do not constrain keeps a finite step)."""
     lam, vec = torch.linalg.eigh(matrix.double())
-    lam = lam.clamp_min(floor * lam.max().clamp_min(1e-300))
-    return ((vec * lam.rsqrt()) @ vec.T).to(matrix.dtype)
+    lam = lam.clamp_min(floor * lam.amax(-1, keepdim=True).clamp_min(1e-300))
+    return ((vec * lam.rsqrt()[..., None, :]) @ vec.transpose(-1, -2)).to(matrix.dtype)
 
 
 def reconstruct(vae, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

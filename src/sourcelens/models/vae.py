@@ -31,6 +31,9 @@ class VAE(nn.Module):
 
     ``encode(x) -> (mu, logvar)``, ``decode(z) -> image``, ``forward(x) -> (reconstruction, mu, logvar)``
     (the reconstruction decodes a reparameterised sample in training mode and the mean in eval mode).
+    ``reference_latents`` (K, latent_dim) or None: encoder means of a fixed sample of the training stamps
+    (set by :func:`sourcelens.train.train_vae`, saved with the model): where the decoder is used, so
+    that decoder fits can be preconditioned without looking at the batch being fitted.
     """
 
     def __init__(self, image_size: int = 64, latent_dim: int = 64,
@@ -54,6 +57,7 @@ class VAE(nn.Module):
         rev = list(widths[::-1])
         self.decoder = nn.Sequential(*[_up(rev[i], rev[i + 1]) for i in range(n_down - 1)])
         self.to_image = nn.ConvTranspose2d(rev[-1], in_channels, 4, stride=2, padding=1)
+        self.reference_latents: torch.Tensor | None = None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent mean and log-variance of images ``x`` (B, C, H, W)."""
@@ -143,12 +147,14 @@ class FusedDecoder(nn.Module):
 
 def save_vae(model: VAE, path: str | Path, provenance: Mapping[str, Any] | None = None,
              extra: Mapping[str, Any] | None = None) -> Path:
-    """Save weights, architecture and provenance to one file (written atomically)."""
+    """Save weights, architecture, reference latents and provenance to one file (written atomically)."""
     from ..io import atomic_path
 
     path = Path(path)
+    reference = getattr(model, "reference_latents", None)
     payload = {"format": "sourcelens-vae-1", "hparams": model.hparams, "state_dict": model.state_dict(),
-               "provenance": dict(provenance or {}), "extra": dict(extra or {})}
+               "provenance": dict(provenance or {}), "extra": dict(extra or {}),
+               "reference_latents": None if reference is None else reference.detach().cpu().clone()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -161,6 +167,8 @@ def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
         raise ValueError(f"'{path}' is not a sourcelens VAE model file (saved by sourcelens.models.save_vae)")
     model = VAE(**payload["hparams"])
     model.load_state_dict(payload["state_dict"])
+    reference = payload.get("reference_latents")   # absent from files written before it existed
+    model.reference_latents = None if reference is None else torch.as_tensor(reference, dtype=torch.float32)
     model.provenance = payload.get("provenance", {})
     model.extra = payload.get("extra", {})
     return model.eval()
