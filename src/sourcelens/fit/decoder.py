@@ -38,8 +38,8 @@ reference latents, or through a ``forward`` operator (a lens per galaxy), H is t
 residuals at the start of up to ``precondition_galaxies`` galaxies of the batch: a galaxy fitted
 alone and in a batch then follows different paths. Stopping tolerances are in units of L (½χ²):
 by default a galaxy stops when two consecutive iterations each lower L by less than 5·10⁻³ (one
-short step is not enough: in the long curved valleys of poorly fitting galaxies progress resumes). The decoder's own
-weights are frozen (no weight gradients, no graph kept between evaluations).
+short step is not enough: in the long curved valleys of poorly fitting galaxies progress resumes).
+The decoder's own weights are frozen (no weight gradients, no graph kept between evaluations).
 
 Start (``init``): ``"encoder"`` (z = encoder mean of the data — near the optimum, so few
 iterations are needed) or ``"prior"`` (z = 0, the prior mean); Δ = 0, s = 1 unless given.

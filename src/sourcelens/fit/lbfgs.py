@@ -127,8 +127,9 @@ def minimize_lbfgs(
     time (same results, rows being independent; a smaller working set: on CPUs a decoder's feature
     maps for ~128 galaxies stay in cache, which is faster than 256 at once). ``patience``: the
     change test must hold on this many consecutive quasi-Newton iterations before a row stops (1, as
-    scipy; 2 does not stop on one short step in a long, curved valley, where progress resumes). ``callback(n_rounds, n_active)`` is
-    called after every batched evaluation (e.g. a progress bar). See the module docstring.
+    scipy; 2 does not stop on one short step in a long, curved valley, where progress resumes).
+    ``callback(n_rounds, n_active)`` is called after every batched evaluation (e.g. a progress bar).
+    See the module docstring.
     """
     if x0.ndim != 2:
         raise ValueError(f"x0 must be (rows, parameters), got shape {tuple(x0.shape)}")
