@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sourcelens.io import write_dataset
+from sourcelens.fit.decoder import reference_metric
 from sourcelens.models.vae import VAE, load_vae
 from sourcelens.plots import learning_curve
 from sourcelens.train import (METRIC_COLUMNS, PROGRESS_FILE, RECON_LOSSES, VAEModule, init_output_bias,
@@ -176,6 +177,10 @@ def test_train_vae_writes_model_and_metrics(stamps, tmp_path):
     # the encoder means of evenly spaced training stamps travel with the model (decoder-fit preconditioning)
     assert loaded.reference_latents.shape == (24, 4)
     torch.testing.assert_close(loaded.reference_latents, model.reference_latents)
+    # ... with the decoder's metric there: fits of the loaded model use it without recomputing it
+    assert len(loaded.reference_metrics) == 1
+    saved = next(iter(loaded.reference_metrics.values()))
+    assert saved.shape == (4 + 3, 4 + 3) and reference_metric(loaded) is saved
     summary = loaded.extra["training"]
     assert summary["n_train"] == 24 and [s["loss"] for s in summary["stages"]] == ["mae", "chi2"]
     assert summary["final_val_loss"] == pytest.approx(metrics["val_loss"].iloc[-1], rel=1e-5)

@@ -59,6 +59,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .config import rng_for, validate_config
 from .io import evenly_spaced_rows, read_dataset, write_json, write_table
+from .fit.decoder import reference_metric
 from .models.vae import VAE, save_vae
 
 log = logging.getLogger("sourcelens.train")
@@ -439,6 +440,7 @@ def train_vae(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
 
     model = model.cpu().eval()
     model.reference_latents = reference_latents(model, train_x)
+    reference_metric(model)   # the decoder fits' preconditioner, saved with the model
     metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     write_table(metrics, metrics_path)
     last_stage = summary_stages[-1]

@@ -30,8 +30,8 @@ steepest-descent step is about a Newton step, so the first step is 1): the raw p
 condition number ~10⁵–10⁶ (latents the data barely constrain next to pixel offsets), which L-BFGS
 alone needs hundreds of iterations to learn. H = (flux/σ)² Ḡ + w·I_z: Ḡ is the model's mean
 Gauss–Newton matrix JᵀJ (by finite differences) of unit-flux, unit-σ fits at its reference
-latents (``vae.reference_latents``, encoder means of training stamps kept with the model; computed
-once per model and cached), scaled by each galaxy's signal-to-noise at the start. So a galaxy
+latents (``vae.reference_latents``, encoder means of training stamps kept with the model;
+:func:`reference_metric`, computed once and saved with the model), scaled by each galaxy's signal-to-noise at the start. So a galaxy
 follows the same path alone and in any batch (up to floating-point reduction order); an exact
 metric of the galaxy's own start would step too far, into worse local minima. For a model without
 reference latents, or through a ``forward`` operator (a lens per galaxy), H is the mean JᵀJ of the
@@ -48,7 +48,6 @@ iterations are needed) or ``"prior"`` (z = 0, the prior mean); Δ = 0, s = 1 unl
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -277,7 +276,8 @@ def fit_decoder(
         unit_metric, preconditioner = None, "batch" if precondition else "none"
         t_setup = time.perf_counter()
         if precondition and forward is None and reference is not None and len(reference):
-            unit_metric = _reference_metric(vae, decode, reference, interpolation, dtype, dev, chunk_size)
+            unit_metric = reference_metric(vae, interpolation, decode=decode, dtype=dtype, device=dev,
+                                           chunk_size=chunk_size).to(device=dev, dtype=dtype)
             preconditioner = "reference"
         t_setup = time.perf_counter() - t_setup   # shared by all galaxies (zero once cached)
         for start in range(0, n, max(1, int(batch_size))):
@@ -378,24 +378,35 @@ def fit_decoder(
     )
 
 
-_REFERENCE_METRICS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+def reference_metric(vae, interpolation: str = "bicubic", *, decode: torch.nn.Module | None = None,
+                     dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+                     chunk_size: int | None = None) -> torch.Tensor | None:
+    """The decoder's metric used to precondition :func:`fit_decoder`: the mean Gauss–Newton matrix
+    (P, P) of unit-flux, unit-σ fits at the images of ``vae.reference_latents`` (flux profiled out, no
+    prior term); None for a model without reference latents.
 
-
-def _reference_metric(vae, decode, reference: torch.Tensor, interpolation: str, dtype: torch.dtype,
-                      device: torch.device, chunk_size: int | None) -> torch.Tensor:
-    """Mean Gauss–Newton matrix (P, P) of unit-flux, unit-σ fits of the decoded reference latents at
-    their own images (flux profiled out, no prior term): the decoder's metric where it is used, one per
-    model (cached on ``vae`` for its current weights, interpolation, dtype and device)."""
+    Computed once (central differences, 2P decoder evaluations per reference latent) and kept in
+    ``vae.reference_metrics`` under (interpolation, fingerprint of the decoder weights), so that
+    :func:`sourcelens.models.save_vae` stores it with the model and later fits start at once; entries
+    of other weights are dropped. Returned as float64 on the CPU.
+    """
+    reference = getattr(vae, "reference_latents", None)
+    if reference is None or not len(reference):
+        return None
+    dev = torch.device(device) if device is not None else next(vae.parameters()).device
+    if decode is None:
+        with _Frozen(vae):
+            decode = vae.fused_decoder().to(dev)
     buffers = [t.detach() for t in decode.buffers()] + [reference.detach()]
     fingerprint = tuple(float(v) for t in buffers for v in (t.double().sum(), t.double().square().sum()))
-    key = (interpolation, dtype, str(device), fingerprint)
-    cache = _REFERENCE_METRICS.setdefault(vae, {})
+    cache = vae.__dict__.setdefault("reference_metrics", {})
+    key = (interpolation, fingerprint)
     if key in cache:
         return cache[key]
     latent_dim = reference.shape[1]
     dec_dtype = next(decode.buffers()).dtype
-    z_ref = reference.to(device=device, dtype=dtype)
-    x_ref = torch.cat([z_ref, torch.zeros(len(z_ref), N_SHAPE_PARAMS - 1, dtype=dtype, device=device)], 1)
+    z_ref = reference.to(device=dev, dtype=dtype)
+    x_ref = torch.cat([z_ref, torch.zeros(len(z_ref), N_SHAPE_PARAMS - 1, dtype=dtype, device=dev)], 1)
 
     def unit_source(p: torch.Tensor) -> torch.Tensor:
         return shift_zoom(decode(p[:, :latent_dim].to(dec_dtype)).to(dtype)[:, 0], p[:, latent_dim:latent_dim + 2],
@@ -409,12 +420,13 @@ def _reference_metric(vae, decode, reference: torch.Tensor, interpolation: str, 
             flux = (d * m).sum((1, 2)) / (m * m).sum((1, 2)).clamp_min(1e-30)
             return (d - flux[:, None, None] * m).flatten(1)
 
-        metric = gauss_newton_metric(residuals, x_ref, torch.arange(len(z_ref), device=device),
-                                     chunk=chunk_size or 512)
+        if chunk_size is None:
+            chunk_size = 128 if dev.type == "cpu" else 512
+        metric = gauss_newton_metric(residuals, x_ref, torch.arange(len(z_ref), device=dev), chunk=chunk_size)
     for stale in [k for k in cache if k[-1] != fingerprint]:   # entries of earlier weights
         del cache[stale]
-    cache[key] = metric
-    return metric
+    cache[key] = metric.double().cpu()
+    return cache[key]
 
 
 def gauss_newton_metric(residuals: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -482,5 +494,5 @@ def decode(vae, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, vae.image_size, vae.image_size), np.float32)
 
 
-__all__ = ["DecoderFit", "N_SHAPE_PARAMS", "decode", "fit_decoder", "interpolation_matrix", "n_free_params", "reconstruct",
-           "render", "shift_zoom"]
+__all__ = ["DecoderFit", "N_SHAPE_PARAMS", "decode", "fit_decoder", "interpolation_matrix", "n_free_params",
+           "reconstruct", "reference_metric", "render", "shift_zoom"]

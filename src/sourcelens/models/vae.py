@@ -33,7 +33,8 @@ class VAE(nn.Module):
     (the reconstruction decodes a reparameterised sample in training mode and the mean in eval mode).
     ``reference_latents`` (K, latent_dim) or None: encoder means of a fixed sample of the training stamps
     (set by :func:`sourcelens.train.train_vae`, saved with the model): where the decoder is used, so
-    that decoder fits can be preconditioned without looking at the batch being fitted.
+    that decoder fits can be preconditioned without looking at the batch being fitted;
+    ``reference_metrics``: the decoder's metric there (:func:`sourcelens.fit.decoder.reference_metric`).
     """
 
     def __init__(self, image_size: int = 64, latent_dim: int = 64,
@@ -58,6 +59,7 @@ class VAE(nn.Module):
         self.decoder = nn.Sequential(*[_up(rev[i], rev[i + 1]) for i in range(n_down - 1)])
         self.to_image = nn.ConvTranspose2d(rev[-1], in_channels, 4, stride=2, padding=1)
         self.reference_latents: torch.Tensor | None = None
+        self.reference_metrics: dict = {}   # filled by sourcelens.fit.decoder.reference_metric
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent mean and log-variance of images ``x`` (B, C, H, W)."""
@@ -154,7 +156,8 @@ def save_vae(model: VAE, path: str | Path, provenance: Mapping[str, Any] | None 
     reference = getattr(model, "reference_latents", None)
     payload = {"format": "sourcelens-vae-1", "hparams": model.hparams, "state_dict": model.state_dict(),
                "provenance": dict(provenance or {}), "extra": dict(extra or {}),
-               "reference_latents": None if reference is None else reference.detach().cpu().clone()}
+               "reference_latents": None if reference is None else reference.detach().cpu().clone(),
+               "reference_metrics": dict(getattr(model, "reference_metrics", {}))}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -169,6 +172,7 @@ def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
     model.load_state_dict(payload["state_dict"])
     reference = payload.get("reference_latents")   # absent from files written before it existed
     model.reference_latents = None if reference is None else torch.as_tensor(reference, dtype=torch.float32)
+    model.reference_metrics = dict(payload.get("reference_metrics") or {})
     model.provenance = payload.get("provenance", {})
     model.extra = payload.get("extra", {})
     return model.eval()
