@@ -130,8 +130,8 @@ def main() -> None:
         fmt = (lambda v: "" if not np.isfinite(v) else f"{v:+.3f}")
         print(f"| {name} | {sec:.4f} | {t_sersic / sec:.1f}× | {chi_nu:.4f} | {fmt(d50)} | {fmt(d95)} "
               f"| {'' if not np.isfinite(nev) else f'{nev:.1f}'} | {why} |")
-    print(f"\nPreconditioner: {first.preconditioner}; the first fit in a process took {t_first:.2f} s (set-up"
-          " of oneDNN and of the model's preconditioner, cached for later fits).")
+    print(f"\nPreconditioner: {first.preconditioner}; the first fit in a process took {t_first:.2f} s (oneDNN"
+          " set-up, and the model's preconditioner where the model file does not hold it).")
     print(f"χ² left to gain by continuing the batch-{args.batch} fits to the end (float64, no tolerances): "
           f"median {np.median(left):.3f}, 95th percentile {np.percentile(left, 95):.3f}, max {left.max():.3f}.")
     print(f"Same galaxies fitted in the batch of {args.batch} and alone: max |Δχ²| = {same.max():.2e} "
