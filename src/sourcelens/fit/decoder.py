@@ -399,7 +399,9 @@ def reference_metric(vae, interpolation: str = "bicubic", *, decode: torch.nn.Mo
             decode = vae.fused_decoder().to(dev)
     buffers = [t.detach() for t in decode.buffers()] + [reference.detach()]
     fingerprint = tuple(float(v) for t in buffers for v in (t.double().sum(), t.double().square().sum()))
-    cache = vae.__dict__.setdefault("reference_metrics", {})
+    cache = getattr(vae, "reference_metrics", None)
+    if cache is None:
+        cache = vae.reference_metrics = {}
     key = (interpolation, fingerprint)
     if key in cache:
         return cache[key]
