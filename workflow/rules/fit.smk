@@ -16,7 +16,7 @@ rule fit_galaxies:
     params:
         fit=config["fit"],
         seed=config["seed"],
-    threads: 1  # the batched L-BFGS fits are fastest on one thread
+    threads: 1  # seconds per galaxy in the table are per core for every method (lenstronomy's are single-threaded)
     log:
         "logs/fit_galaxies.log",
     benchmark:
@@ -41,7 +41,7 @@ rule fit_lensed:
         fit=config["fit"],
         pairs=config["simulate"]["pairs"],
         seed=config["seed"],
-    threads: 1  # the batched L-BFGS fits are fastest on one thread
+    threads: 1  # seconds per galaxy in the table are per core for every method (lenstronomy's are single-threaded)
     log:
         "logs/fit_lensed.log",
     benchmark:
