@@ -138,6 +138,13 @@ def render(decoded: torch.Tensor, flux: torch.Tensor, offset: torch.Tensor, scal
     return flux[:, None, None] * shift_zoom(decoded[:, 0], offset, scale, interpolation)
 
 
+def _unit_source(decode: torch.nn.Module, p: torch.Tensor, latent_dim: int, interpolation: str) -> torch.Tensor:
+    """Rendered sources (b, H, W) of flux 1 for parameters p = (z, dx, dy, log s) (b, latent_dim + 3),
+    in the dtype of ``p`` whatever the decoder's."""
+    decoded = decode(p[:, :latent_dim].to(next(decode.buffers()).dtype)).to(p.dtype)[:, 0]
+    return shift_zoom(decoded, p[:, latent_dim:latent_dim + 2], torch.exp(p[:, latent_dim + 2]), interpolation)
+
+
 @dataclass
 class DecoderFit:
     """Per-galaxy results of :func:`fit_decoder` (numpy arrays, galaxy index first)."""
@@ -304,8 +311,7 @@ def fit_decoder(
 
             def unit_model(p: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 """Model images and rendered sources of flux 1 for parameters p = (z, dx, dy, log s)."""
-                source = shift_zoom(decode(p[:, :latent_dim].to(dec_dtype)).to(dtype)[:, 0],
-                                    p[:, latent_dim:latent_dim + 2], torch.exp(p[:, latent_dim + 2]), interpolation)
+                source = _unit_source(decode, p, latent_dim, interpolation)
                 return (source if forward is None else forward(source, index + start)), source
 
             def profiled(p: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -406,19 +412,13 @@ def reference_metric(vae, interpolation: str = "bicubic", *, decode: torch.nn.Mo
     if key in cache:
         return cache[key]
     latent_dim = reference.shape[1]
-    dec_dtype = next(decode.buffers()).dtype
     z_ref = reference.to(device=dev, dtype=dtype)
     x_ref = torch.cat([z_ref, torch.zeros(len(z_ref), N_SHAPE_PARAMS - 1, dtype=dtype, device=dev)], 1)
-
-    def unit_source(p: torch.Tensor) -> torch.Tensor:
-        return shift_zoom(decode(p[:, :latent_dim].to(dec_dtype)).to(dtype)[:, 0], p[:, latent_dim:latent_dim + 2],
-                          torch.exp(p[:, latent_dim + 2]), interpolation)
-
     with torch.no_grad():
-        images = unit_source(x_ref)
+        images = _unit_source(decode, x_ref, latent_dim, interpolation)
 
         def residuals(p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            m, d = unit_source(p), images[index]
+            m, d = _unit_source(decode, p, latent_dim, interpolation), images[index]
             flux = (d * m).sum((1, 2)) / (m * m).sum((1, 2)).clamp_min(1e-30)
             return (d - flux[:, None, None] * m).flatten(1)
 
