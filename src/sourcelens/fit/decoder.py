@@ -31,8 +31,8 @@ condition number ~10⁵–10⁶ (latents the data barely constrain next to pixel
 alone needs hundreds of iterations to learn. H = (flux/σ)² Ḡ + w·I_z: Ḡ is the model's mean
 Gauss–Newton matrix JᵀJ (by finite differences) of unit-flux, unit-σ fits at its reference
 latents (``vae.reference_latents``, encoder means of training stamps kept with the model;
-:func:`reference_metric`, computed once and saved with the model), scaled by each galaxy's signal-to-noise at the start. So a galaxy
-follows the same path alone and in any batch (up to floating-point reduction order); an exact
+:func:`reference_metric`, computed once and saved with the model), scaled by each galaxy's
+signal-to-noise at the start. So a galaxy follows the same path alone and in any batch (up to floating-point reduction order); an exact
 metric of the galaxy's own start would step too far, into worse local minima. For a model without
 reference latents, or through a ``forward`` operator (a lens per galaxy), H is the mean JᵀJ of the
 residuals at the start of up to ``precondition_galaxies`` galaxies of the batch: a galaxy fitted
