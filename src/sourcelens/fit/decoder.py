@@ -32,8 +32,9 @@ alone needs hundreds of iterations to learn. H = (flux/σ)² Ḡ + w·I_z: Ḡ i
 Gauss–Newton matrix JᵀJ (by finite differences) of unit-flux, unit-σ fits at its reference
 latents (``vae.reference_latents``, encoder means of training stamps kept with the model;
 :func:`reference_metric`, computed once and saved with the model), scaled by each galaxy's
-signal-to-noise at the start. So a galaxy follows the same path alone and in any batch (up to floating-point reduction order); an exact
-metric of the galaxy's own start would step too far, into worse local minima. For a model without
+signal-to-noise at the start. So a galaxy follows the same path alone and in any batch (up to
+floating-point reduction order); an exact metric of the galaxy's own start would step too far,
+into worse local minima. For a model without
 reference latents, or through a ``forward`` operator (a lens per galaxy), H is the mean JᵀJ of the
 residuals at the start of up to ``precondition_galaxies`` galaxies of the batch: a galaxy fitted
 alone and in a batch then follows different paths. Stopping tolerances are in units of L (½χ²):
