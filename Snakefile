@@ -4,16 +4,32 @@
 #       snakemake --profile workflow/profiles/slurm
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 min_version("9.0")
+
+try:
+    from sourcelens.config import check_config
+except ImportError as err:
+    raise ImportError(
+        "the sourcelens package is not installed in this environment: run `pip install -e .` "
+        f"(or `pip install .`) in {workflow.basedir} first"
+    ) from err
 
 
 # the default config, found next to this Snakefile whatever the working directory (--directory)
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# the schema (defaults filled) and every rule across keys, before any job: workflow/schemas/, sourcelens.config
+config.update(check_config(config))
+
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    # jobs in envs/*.yaml environments import the library from this checkout
+    os.environ.update(
+        PYTHONPATH=os.pathsep.join(p for p in (os.path.join(workflow.basedir, "src"), os.getenv("PYTHONPATH")) if p)
+    )
 
 
 include: "workflow/rules/common.smk"

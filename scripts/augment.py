@@ -1,10 +1,5 @@
 """Rule augment: dihedral copies and random rotations; copies keep their parent's source id."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
-
 from sourcelens.augment import augment
 from sourcelens.config import rng_for
 from sourcelens.io import provenance, read_attrs, read_dataset, write_dataset

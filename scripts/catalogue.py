@@ -1,10 +1,5 @@
 """Rule catalogue: apply GalSim's exclusion level and the study cuts to a COSMOS catalogue."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
-
 import pandas as pd
 
 from sourcelens.catalog import FILTER_COLUMNS, select_cosmos

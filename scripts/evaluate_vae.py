@@ -1,4 +1,4 @@
-"""Rule evaluate_vae: the trained VAE on the test split.
+"""Rule evaluate_vae: the trained VAE on the test split (logic in sourcelens.evaluate.vae).
 
 Per-stamp metrics (every test stamp, augmented copies flagged) → ``metrics``; the summary table
 → ``table`` for two subsets: ``originals`` (one un-augmented stamp per test galaxy: the headline
@@ -8,10 +8,6 @@ samples from the prior N(0, I) (seeded with rng_for(seed, "evaluate_vae")), and 
 interpolation between the first and the last example galaxy.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
@@ -21,9 +17,10 @@ import torch
 
 from sourcelens import metrics, plots
 from sourcelens.config import rng_for
-from sourcelens.fit.decoder import decode
+from sourcelens.evaluate.vae import latent_interpolation, prior_samples, vae_summary, vae_test_metrics
 from sourcelens.io import provenance, read_dataset, save_figure, write_table
 from sourcelens.models import load_vae
+from sourcelens.selection import original_rows, select_examples
 
 torch.set_num_threads(max(1, int(snakemake.threads)))
 cfg = snakemake.params.evaluate
@@ -32,27 +29,25 @@ record = provenance(snakemake.config, rule="evaluate_vae", input=list(map(str, s
 vae = load_vae(snakemake.input.model)
 arrays, meta = read_dataset(snakemake.input.test, names=("images",))
 images = arrays["images"].astype(np.float32)
-log.info("%d test stamps (%d originals), VAE %s", len(images), len(metrics.original_rows(meta)), vae.hparams)
+log.info("%d test stamps (%d originals), VAE %s", len(images), len(original_rows(meta)), vae.hparams)
 
-table, recs, mus = metrics.vae_test_metrics(vae, images, meta)
+table, recs, mus = vae_test_metrics(vae, images, meta)
 write_table(table, snakemake.output.metrics)
-summary = metrics.vae_summary(table)
+summary = vae_summary(table)
 write_table(summary, snakemake.output.table)
 log.info("originals: %s", metrics.describe(summary[summary.subset == "originals"], {"mse", "ssim", "psnr", "ellipticity_error"}))
 
-examples = metrics.select_examples(meta, int(cfg["n_examples"]))
+examples = select_examples(meta, int(cfg["n_examples"]))
 labels = [f"{meta.source_id[i]}\nSSIM {table.ssim[i]:.3f}" for i in examples]
 fig = plots.vae_reconstructions(images[examples], recs[examples], labels)
 save_figure(fig, snakemake.output.reconstructions, provenance=record)
 
-rng = rng_for(int(snakemake.params.seed), "evaluate_vae")
-z = rng.standard_normal((int(cfg["n_prior_samples"]), vae.latent_dim)).astype(np.float32)
-save_figure(plots.image_gallery(decode(vae, z)), snakemake.output.samples, provenance=record)
+samples = prior_samples(vae, int(cfg["n_prior_samples"]), rng_for(int(snakemake.params.seed), "evaluate_vae"))
+save_figure(plots.image_gallery(samples), snakemake.output.samples, provenance=record)
 
 a, b = (examples[0], examples[-1]) if len(examples) > 1 else (0, len(images) - 1)
-t = np.linspace(0.0, 1.0, int(cfg["n_interpolation_steps"]))[:, None]
-path = ((1 - t) * mus[a] + t * mus[b]).astype(np.float32)
-fig = plots.latent_interpolation(decode(vae, path), endpoints=images[[a, b]],
+path = latent_interpolation(vae, mus[a], mus[b], int(cfg["n_interpolation_steps"]))
+fig = plots.latent_interpolation(path, endpoints=images[[a, b]],
                                  labels=(str(meta.source_id[a]), str(meta.source_id[b])))
 save_figure(fig, snakemake.output.interpolation, provenance=record)
 log.info("wrote %s", ", ".join(map(str, snakemake.output)))

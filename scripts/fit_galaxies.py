@@ -9,10 +9,6 @@ the per-method table (free parameters, χ²/ν, MSE, SSIM median and mean, secon
 and median) and a figure (data, model, residual per method) of up to 4 galaxies.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
@@ -20,7 +16,8 @@ log = log_to_file(snakemake.log[0])
 import numpy as np
 import torch
 
-from sourcelens import metrics, plots
+from sourcelens import plots
+from sourcelens.selection import first_originals
 from sourcelens.config import rng_for
 from sourcelens.fit import add_noise_to_level, fit_decoder, fit_sersic_batch
 from sourcelens.fit.compare import fit_metrics, fit_summary
@@ -32,8 +29,7 @@ cfg = snakemake.params.fit
 record = provenance(snakemake.config, rule="fit_galaxies", input=list(map(str, snakemake.input)))
 
 meta_all = read_meta(snakemake.input.test)
-orig = metrics.original_rows(meta_all)
-orig = orig[np.argsort(meta_all.source_id.astype(str).to_numpy()[orig], kind="stable")][: int(cfg["n_galaxies"])]
+orig = first_originals(meta_all, int(cfg["n_galaxies"]))
 arrays, meta = read_dataset(snakemake.input.test, names=("images",), index=np.sort(orig))
 order = np.argsort(meta.source_id.astype(str).to_numpy(), kind="stable")
 truth, meta = arrays["images"][order].astype(np.float64), meta.iloc[order].reset_index(drop=True)

@@ -1,9 +1,6 @@
 """Lensed source fits (study 000): decoder vs Sérsic, Sérsic + shapelets and a regularised pixelated
 source, with the lens fixed at its true parameters. Logic in sourcelens.fit.lensed."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
@@ -16,6 +13,7 @@ import torch
 from sourcelens import plots
 from sourcelens.config import rng_for
 from sourcelens.fit import lensed
+from sourcelens.selection import first_originals
 from sourcelens.io import provenance, read_dataset, save_figure, write_table
 from sourcelens.models.vae import load_vae
 
@@ -26,7 +24,7 @@ pairs_cfg = dict(snakemake.params.pairs)
 seed = int(snakemake.params.seed)
 
 arrays, meta = read_dataset(snakemake.input.test, names=("images",))
-rows = lensed.select_originals(meta, int(lcfg.get("n_galaxies", 16)))
+rows = first_originals(meta, int(lcfg.get("n_galaxies", 16)))
 if len(rows) == 0:
     raise ValueError(f"{snakemake.input.test}: no original (un-augmented) test stamps to fit")
 vae = load_vae(snakemake.input.model)

@@ -1,11 +1,6 @@
 """Rule lensing_demo: lensed images per lens model, magnification map with critical curves and
 caustics, and naive scatter versus exact-overlap backward mapping."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
-
 from sourcelens.config import rng_for
 from sourcelens.io import provenance, save_figure
 from sourcelens.lensing.demo import demo_figures

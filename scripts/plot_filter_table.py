@@ -1,8 +1,5 @@
 """Figure of the source selection: galaxies kept/removed by each cut, and the filter table."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])

@@ -1,14 +1,12 @@
 """Figure of test-set super-resolution examples: low-res input, high-res target, high-res source."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 
 from sourcelens import plots
-from sourcelens.io import evenly_spaced_rows, provenance, read_attrs, read_dataset, read_meta, save_figure
+from sourcelens.selection import evenly_spaced_rows
+from sourcelens.io import provenance, read_attrs, read_dataset, read_meta, save_figure
 
 path = snakemake.input[0]
 lens, noise = snakemake.wildcards.lens, snakemake.wildcards.noise

@@ -1,8 +1,5 @@
 """Figure of example galaxy stamps, one row per source kind."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
@@ -11,6 +8,7 @@ import numpy as np
 
 from sourcelens import plots
 from sourcelens.io import provenance, read_dataset, read_meta, save_figure
+from sourcelens.selection import select_per_kind
 
 path = snakemake.input[0]
 n_per_kind = int(snakemake.params.n_per_kind)
@@ -18,7 +16,7 @@ meta = read_meta(path)
 kinds = meta["kind"].astype(str).to_numpy()
 counts = meta["kind"].astype(str).value_counts().to_dict()
 log.info("%s: %d stamps, per kind %s", path, len(meta), counts)
-index = plots.select_per_kind(kinds, n_per_kind, seed=0)
+index = select_per_kind(kinds, n_per_kind, seed=0)
 arrays, sel = read_dataset(path, names=("images",), index=index)
 
 

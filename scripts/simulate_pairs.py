@@ -1,15 +1,12 @@
 """Snakemake script: simulate one shard of lensed/unlensed pairs (study 002) with lenstronomy."""
-import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: E402
 
-from sourcelens.logs import log_to_file  # noqa: E402
+from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 
-from sourcelens.config import rng_for  # noqa: E402
-from sourcelens.io import provenance, read_dataset, write_dataset  # noqa: E402
-from sourcelens.simulate import pairs_array_attrs, pairs_attrs, simulate_pairs  # noqa: E402
+from sourcelens.config import rng_for
+from sourcelens.io import provenance, read_dataset, write_dataset
+from sourcelens.simulate import pairs_array_attrs, pairs_attrs, simulate_pairs
 
 wc = snakemake.wildcards
 params = snakemake.params

@@ -4,17 +4,14 @@ The random stream is seeded by (seed, split, shard) only, not by lens model or n
 the noiseless and noisy datasets share their scenes, and the SIS and SIE datasets their sources
 (the source parameters are drawn before the lens), so matching source ids mean the same source.
 """
-import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # noqa: E402
 
-from sourcelens.logs import log_to_file  # noqa: E402
+from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 
-from sourcelens.config import rng_for  # noqa: E402
-from sourcelens.io import provenance, read_dataset, write_dataset  # noqa: E402
-from sourcelens.simulate import simulate_sr, sr_array_attrs, sr_attrs  # noqa: E402
+from sourcelens.config import rng_for
+from sourcelens.io import provenance, read_dataset, write_dataset
+from sourcelens.simulate import simulate_sr, sr_array_attrs, sr_attrs
 
 wc = snakemake.wildcards
 params = snakemake.params

@@ -1,14 +1,10 @@
 """Rule split: train/validation/test by source id (no copy of a test galaxy reaches training)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
-
 from sourcelens.config import rng_for
 from sourcelens.io import provenance, read_attrs, read_dataset, write_dataset
 from sourcelens.logs import log_to_file
-from sourcelens.split import SPLITS, assign_splits, check_no_leakage
+from sourcelens.names import SPLITS
+from sourcelens.split import assign_splits, check_no_leakage
 
 log = log_to_file(snakemake.log[0])
 arrays, meta = read_dataset(snakemake.input[0])

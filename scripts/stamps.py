@@ -1,10 +1,5 @@
 """Rule stamps: draw every configured source kind and preprocess it into N×N stamps."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
-
 import itertools
 
 import pandas as pd

@@ -2,9 +2,7 @@
 stamps; writes the model, the per-epoch metrics and the learning curve. Reruns resume from the checkpoints."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])

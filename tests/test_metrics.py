@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sourcelens import metrics
+from sourcelens.selection import select_examples
 
 
 def _gaussian(g1=0.0, g2=0.0, sigma=3.0, n=64):
@@ -83,6 +84,6 @@ def test_batch_metrics_and_summarise():
 def test_select_examples_is_deterministic():
     meta = pd.DataFrame({"source_id": [f"k-{i:03d}" for i in (5, 3, 9, 1, 7, 3)],
                          "augmentation": ["original"] * 5 + ["rot90"]})
-    idx = metrics.select_examples(meta, 3)
+    idx = select_examples(meta, 3)
     assert list(meta.source_id[idx]) == ["k-001", "k-005", "k-009"]
-    assert np.array_equal(idx, metrics.select_examples(meta, 3))
+    assert np.array_equal(idx, select_examples(meta, 3))

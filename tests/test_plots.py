@@ -17,6 +17,8 @@ from matplotlib.figure import Figure
 
 from sourcelens import plots
 from sourcelens.io import save_figure, write_dataset
+from sourcelens.names import LENS_PARAMETERS
+from sourcelens.selection import select_per_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 N, S = 2, 16
@@ -106,7 +108,7 @@ def test_pair_examples_minimal_and_linear(rng, tmp_path):
 def test_lens_parameter_histograms(rng, tmp_path):
     tables = []
     for split, n in (("train", 40), ("val", 10), ("test", 20)):
-        df = pd.DataFrame(_lens_params(rng, n), columns=plots.LENS_PARAM_NAMES)
+        df = pd.DataFrame(_lens_params(rng, n), columns=LENS_PARAMETERS)
         df["split"] = split
         tables.append(df)
     df = pd.concat(tables, ignore_index=True)
@@ -142,10 +144,10 @@ def test_stamps_by_kind(rng, tmp_path):
 
 def test_select_per_kind():
     kinds = np.array(["a"] * 5 + ["b"] * 2)
-    idx = plots.select_per_kind(kinds, 3, seed=1)
+    idx = select_per_kind(kinds, 3, seed=1)
     assert len(idx) == 5 and np.all(np.diff(idx) > 0)
     assert (kinds[idx] == "a").sum() == 3 and (kinds[idx] == "b").sum() == 2
-    assert np.array_equal(idx, plots.select_per_kind(kinds, 3, seed=1))
+    assert np.array_equal(idx, select_per_kind(kinds, 3, seed=1))
 
 
 def test_filter_table_figure(tmp_path):
@@ -204,10 +206,21 @@ def test_format_lens_params():
 # --- scripts, run as Snakemake would, with a stand-in `snakemake` object -----------------
 
 
+class _Named(list):
+    """Snakemake's named input list: items by position and, for a dict, by name."""
+
+    def __init__(self, items):
+        self.names = dict(items) if isinstance(items, dict) else {}
+        super().__init__(str(p) for p in (self.names.values() if self.names else items))
+
+    def __getitem__(self, key):
+        return str(self.names[key]) if isinstance(key, str) else super().__getitem__(key)
+
+
 def _run_script(name, tmp_path, inputs, output, params=None, wildcards=None):
     log = tmp_path / "logs" / f"{name}.log"
     smk = SimpleNamespace(
-        input=[str(p) for p in inputs], output=[str(output)], log=[str(log)],
+        input=_Named(inputs), output=[str(output)], log=[str(log)],
         params=SimpleNamespace(**(params or {})), wildcards=SimpleNamespace(**(wildcards or {})),
         scriptdir=str(ROOT / "scripts"), config={"figures": {"n_examples": 6}},
     )
@@ -231,7 +244,7 @@ def _run_script(name, tmp_path, inputs, output, params=None, wildcards=None):
 def _write_pairs(path, rng, split, n=2):
     source, noiseless, lensed, sigma = _pairs(rng, n)
     params = _lens_params(rng, n)
-    meta = pd.DataFrame(params, columns=plots.LENS_PARAM_NAMES)
+    meta = pd.DataFrame(params, columns=LENS_PARAMETERS)
     meta["source_id"] = [f"{split}{i}" for i in range(n)]
     meta["kind"] = "parametric"
     meta["lens_model"] = "SIE"
@@ -268,7 +281,8 @@ def test_script_pairs_and_lens_params(tmp_path, rng):
     paths = [_write_pairs(tmp_path / f"pairs_SIE_{s}.h5", rng, s) for s in ("train", "val", "test")]
     _run_script("plot_pair_examples", tmp_path, paths[2:], tmp_path / "examples_SIE.png",
                 {"n_examples": 6}, {"lens": "SIE"})
-    _run_script("plot_lens_params", tmp_path, paths, tmp_path / "lens_params_SIE.png", wildcards={"lens": "SIE"})
+    _run_script("plot_lens_params", tmp_path, dict(zip(("train", "val", "test"), paths)), tmp_path / "lens_params_SIE.png",
+                wildcards={"lens": "SIE"})
 
 
 def test_script_sr_without_pixel_scales(tmp_path, rng):

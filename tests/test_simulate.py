@@ -15,9 +15,9 @@ import pytest
 
 from sourcelens.config import rng_for, validate_config
 from sourcelens.io import read_attrs, read_dataset, write_dataset
+from sourcelens.names import LENS_PARAMETERS
 from sourcelens.priors import check_prior, prior_bounds, sample_prior
 from sourcelens.simulate import (
-    LENS_PARAMETERS,
     draw_lens_parameters,
     lens_kwargs,
     magnitude_to_counts,

@@ -12,8 +12,9 @@ from sourcelens.io import write_dataset
 from sourcelens.fit.decoder import reference_metric
 from sourcelens.models.vae import VAE, load_vae
 from sourcelens.plots import learning_curve
+from sourcelens.metrics import ssim_torch
 from sourcelens.train import (METRIC_COLUMNS, PROGRESS_FILE, RECON_LOSSES, VAEModule, init_output_bias,
-                              reconstruction_loss, ssim, train_vae)
+                              reconstruction_loss, train_vae)
 
 
 def _blobs(n, size, seed=0):
@@ -121,12 +122,12 @@ def test_ssim_matches_skimage():
     noisy = clean + rng.normal(scale=[[[0.01]], [[0.05]], [[0.2]], [[0.0]]], size=clean.shape)
     other = _blobs(4, 32, seed=2).astype(np.float64)
     for a, b in ((clean, noisy), (clean, other), (noisy, np.roll(clean, 3, axis=-1))):
-        ours = ssim(torch.from_numpy(a)[:, None], torch.from_numpy(b)[:, None]).numpy()
+        ours = ssim_torch(torch.from_numpy(a)[:, None], torch.from_numpy(b)[:, None]).numpy()
         ref = [structural_similarity(a[i], b[i], data_range=1.0, gaussian_weights=True, sigma=1.5,
                                      use_sample_covariance=False) for i in range(len(a))]
         np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-8)
     x = torch.from_numpy(noisy[:2, None]).float().requires_grad_()
-    value = ssim(x, torch.from_numpy(clean[:2, None]).float()).sum()
+    value = ssim_torch(x, torch.from_numpy(clean[:2, None]).float()).sum()
     value.backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 

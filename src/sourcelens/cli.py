@@ -195,21 +195,11 @@ def _peaks(stamps: np.ndarray, path: Path) -> np.ndarray:
 
 def _encode(vae, stamps: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latent means and log-variances of peak-normalised stamps (the VAE's training normalisation)."""
-    import torch
+    from .models import encode_images
 
     peaks = _peaks(stamps, path)
-    x = torch.as_tensor(stamps / peaks[:, None, None], dtype=torch.float32)[:, None]
-    with torch.no_grad():
-        mus, lvs = zip(*[vae.encode(x[i:i + 256]) for i in range(0, len(x), 256)])
-    return torch.cat(mus).numpy(), torch.cat(lvs).numpy(), peaks
-
-
-def _decode(vae, z: np.ndarray) -> np.ndarray:
-    import torch
-
-    z = torch.as_tensor(np.asarray(z, dtype=np.float32))
-    with torch.no_grad():
-        return torch.cat([vae.decode(z[i:i + 256])[:, 0] for i in range(0, len(z), 256)]).numpy()
+    mu, logvar = encode_images(vae, stamps / peaks[:, None, None])
+    return mu, logvar, peaks
 
 
 def _write_fits(path: Path, image: np.ndarray, header_cards: dict[str, Any], table=None) -> None:
@@ -265,12 +255,13 @@ def _run_vae(args) -> int:
     from astropy.io import fits
 
     from .io import atomic_path
+    from .models import decode_latents
 
     vae = _load_model(args.model)
     cmd = args.vae_command
     if cmd == "decode":
         z, peak = _read_latents(args.input, vae.latent_dim)
-        images = _decode(vae, z)
+        images = decode_latents(vae, z)
         scale = np.full(len(z), args.peak) if args.peak is not None else (peak if peak is not None else np.ones(len(z)))
         images = images * scale[:, None, None]
         _write_fits(args.output, images[0] if len(images) == 1 else images, _model_cards(args.model, vae, cmd))
@@ -303,7 +294,7 @@ def _run_vae(args) -> int:
         return 0
     if cmd == "reconstruct":
         mu, _, peaks = _encode(vae, stamps, args.input)
-        rec = _decode(vae, mu) * peaks[:, None, None]
+        rec = decode_latents(vae, mu) * peaks[:, None, None]
         _write_fits(args.output, squeeze(rec), _model_cards(args.model, vae, cmd))
         print(f"reconstructed {len(rec)} stamp(s) of {args.input} -> {args.output}")
         return 0

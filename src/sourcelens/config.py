@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+#: The config schema, shipped inside the package (``workflow/schemas/config.schema.yaml`` links to it).
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -59,8 +59,55 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     return config
 
 
+def check_config(config: Mapping[str, Any]) -> dict:
+    """Every check the workflow makes before any job runs; returns the config with defaults filled.
+
+    The schema (:func:`validate_config`), then the rules across keys that the schema cannot state:
+    split fractions summing to 1; a COSMOS directory with its catalogue where ``cosmos`` galaxies are
+    asked for; a stamp size the VAE can halve once per width (``vae.widths``); shapelet orders the
+    stamp can resolve (``fit.shapelet_n_max``). The Snakefile and ``sourcelens check-config`` both call
+    it. Raises :class:`ConfigError` naming every offending key.
+    """
+    cfg = validate_config(dict(config))
+    problems: list[str] = []
+
+    fractions = cfg["split"]["fractions"]
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6:
+        problems.append(f"config key 'split/fractions': train + val + test must sum to 1, got {total:g}")
+
+    sources = cfg["sources"]
+    if "cosmos" in sources["kinds"]:
+        cosmos = sources["cosmos"]
+        if not cosmos["dir"]:
+            problems.append("config key 'sources/cosmos/dir': source kind 'cosmos' needs the path of a GalSim "
+                            "RealGalaxyCatalog directory (e.g. from `galsim_download_cosmos -s 25.2`)")
+        else:
+            from .catalog import CatalogueError, find_catalogue_file
+
+            try:
+                find_catalogue_file(cosmos["dir"], cosmos["file_name"])
+            except CatalogueError as err:
+                problems.append(f"config key 'sources/cosmos/dir': {err}")
+
+    size, widths = cfg["stamps"]["size"], cfg["vae"]["widths"]
+    if size % 2 ** len(widths):
+        problems.append(
+            f"config keys 'stamps/size' and 'vae/widths': the VAE halves the stamp once per width "
+            f"({len(widths)} widths), so the stamp size must be divisible by {2 ** len(widths)}; got {size} "
+            f"(use e.g. {max(2 ** len(widths), size - size % 2 ** len(widths))}, or fewer widths)")
+    too_fine = [n for n in cfg["fit"]["shapelet_n_max"] if n + 1 > 2 * size / 3]
+    if too_fine:
+        problems.append(
+            f"config keys 'fit/shapelet_n_max' and 'stamps/size': shapelet orders {too_fine} are finer than a "
+            f"{size}-pixel stamp resolves (n_max + 1 must be at most 2/3 of the stamp size)")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return cfg
+
+
 def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict:
-    """Load one or more YAML config files (later ones override earlier), validate, fill defaults."""
+    """Load one or more YAML config files (later ones override earlier) and :func:`check_config` them."""
     merged: dict = {}
     for path in paths:
         path = Path(path)
@@ -71,7 +118,7 @@ def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) 
         deep_update(merged, data)
     if overrides:
         deep_update(merged, dict(overrides))
-    return validate_config(merged)
+    return check_config(merged)
 
 
 def deep_update(base: dict, update: Mapping[str, Any]) -> dict:

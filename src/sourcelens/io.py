@@ -138,14 +138,6 @@ def write_dataset(
     return path
 
 
-def evenly_spaced_rows(n_total: int, n: int) -> np.ndarray:
-    """Up to ``n`` row indices spread evenly over ``range(n_total)`` (first and last included):
-    a deterministic sample that spans shards and sorted orders."""
-    if n_total <= 0 or n <= 0:
-        return np.zeros(0, dtype=int)
-    return np.unique(np.linspace(0, n_total - 1, min(int(n), int(n_total))).round().astype(int))
-
-
 def read_meta(path: str | Path) -> pd.DataFrame:
     """The metadata table of a sourcelens HDF5 file."""
     with h5py.File(path, "r") as fh:

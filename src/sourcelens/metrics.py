@@ -5,9 +5,14 @@ with a *model* image (a reconstruction or a fit) of the same shape:
 
 ========================  ==================================================================
 ``mse``                   mean of (model − true)²
-``ssim``                  structural similarity (scikit-image), ``data_range`` = max − min of
-                          the true image
-``psnr``                  10 log10(data_range² / mse) in dB, same data_range (inf if mse = 0)
+``ssim``                  structural similarity (Wang et al. 2004) with a Gaussian window of
+                          σ = 1.5 pixels (11 taps), K1 = 0.01, K2 = 0.03, population covariances,
+                          averaged over the window positions inside the image; ``data_range`` =
+                          max − min of the true image. The one SSIM convention of the project:
+                          every table (scikit-image, :func:`ssim`) and the training loss (torch,
+                          :func:`ssim_torch`, the same numbers) use it
+``psnr``                  10 log10(data_range² / mse) in dB (scikit-image), same data_range
+                          (inf if mse = 0)
 ``peak_rel_error``        (max model − max true) / max true
 ``flux_rel_error``        (Σ model − Σ true) / Σ true
 ``e1_true, e2_true``      HSM adaptive-moment ellipticity of the true image (GalSim
@@ -15,8 +20,9 @@ with a *model* image (a reconstruction or a fit) of the same shape:
                           (a²−b²)/(a²+b²) convention, not the reduced shear); NaN with a
                           logged warning where HSM fails
 ``ellipticity_error``     |e_model − e_true| = √(Δe1² + Δe2²)
-``chi2``, ``chi2_nu``     Σ((true − model)/σ)² and χ²/ν with ν = N_pix − n_params (only when
-                          σ is given; σ may be a scalar or a per-pixel map)
+``chi2``, ``chi2_nu``     Σ((data − model)/σ)² and χ²/ν with ν = N_pix − n_params (only when
+                          σ is given; σ may be a scalar or a per-pixel map); :func:`chi2` is the
+                          project's one χ², for numpy arrays and torch tensors alike
 ========================  ==================================================================
 
 :func:`summarise` turns a table of per-image metrics into mean, median, std and the 16th/84th
@@ -32,8 +38,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .io import evenly_spaced_rows
-
 log = logging.getLogger("sourcelens.metrics")
 
 METRIC_COLUMNS = (
@@ -48,27 +52,74 @@ def mse(true: np.ndarray, model: np.ndarray) -> float:
     return float(np.mean((model - true) ** 2))
 
 
-def data_range(true: np.ndarray) -> float:
+def _data_range(true: np.ndarray) -> float:
     """max − min of the true image (1.0 if the image is constant)."""
     true = np.asarray(true, dtype=float)
     rng = float(np.max(true) - np.min(true))
     return rng if rng > 0 else 1.0
 
 
-def ssim(true: np.ndarray, model: np.ndarray) -> float:
-    """Structural similarity (scikit-image, Gaussian-free 7×7 window), data range from the true image."""
+SSIM_SIGMA = 1.5          # Gaussian window σ (pixels)
+SSIM_WINDOW = 11          # taps of the window: 2·⌊3.5σ + 0.5⌋ + 1, as scikit-image truncates it
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def ssim(true: np.ndarray, model: np.ndarray, data_range: float | None = None) -> float:
+    """Structural similarity of one image pair (scikit-image; the convention of the module docstring),
+    ``data_range`` by default max − min of the true image."""
     from skimage.metrics import structural_similarity
 
     true, model = _pair(true, model)
-    return float(structural_similarity(true, model, data_range=data_range(true)))
+    if min(true.shape) < SSIM_WINDOW:
+        raise ValueError(f"images {true.shape} are smaller than the SSIM window ({SSIM_WINDOW} pixels)")
+    return float(structural_similarity(true, model, data_range=data_range or _data_range(true),
+                                       gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False,
+                                       K1=SSIM_K1, K2=SSIM_K2))
+
+
+def ssim_map(x, y, data_range: float = 1.0):
+    """SSIM map (B, C, H−10, W−10) of torch images (B, C, H, W) over the window positions inside the
+    image: the convention of :func:`ssim`, differentiable (a training loss)."""
+    import torch
+    from torch.nn import functional as F
+
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"images {tuple(x.shape[-2:])} are smaller than the SSIM window ({SSIM_WINDOW} pixels)")
+    c = x.shape[1]
+    t = torch.arange(SSIM_WINDOW, dtype=x.dtype, device=x.device) - (SSIM_WINDOW - 1) / 2
+    w = torch.exp(-0.5 * (t / SSIM_SIGMA) ** 2)
+    w = w / w.sum()
+    wy = w.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    wx = w.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+
+    def filt(a):  # separable Gaussian, 'valid' (no padding)
+        return F.conv2d(F.conv2d(a, wy, groups=c), wx, groups=c)
+
+    mu_x, mu_y = filt(x), filt(y)
+    var_x = filt(x * x) - mu_x**2
+    var_y = filt(y * y) - mu_y**2
+    cov = filt(x * y) - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def ssim_torch(x, y, data_range: float = 1.0):
+    """Mean SSIM per image (B,) of torch images (B, C, H, W): :func:`ssim` for a fixed ``data_range``,
+    differentiable."""
+    return ssim_map(x, y, data_range).flatten(1).mean(1)
 
 
 def psnr(true: np.ndarray, model: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB with the true image's data range (inf for identical images)."""
-    err = mse(true, model)
-    if err == 0:
+    """Peak signal-to-noise ratio in dB (scikit-image) with the true image's data range (inf for
+    identical images)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    true, model = _pair(true, model)
+    if mse(true, model) == 0:
         return math.inf
-    return float(10.0 * np.log10(data_range(true) ** 2 / err))
+    return float(peak_signal_noise_ratio(true, model, data_range=_data_range(true)))
 
 
 def peak_rel_error(true: np.ndarray, model: np.ndarray) -> float:
@@ -102,20 +153,25 @@ def hsm_ellipticity(image: np.ndarray, label: str = "image") -> tuple[float, flo
     return float(shape.e1), float(shape.e2)
 
 
-def chi2(data: np.ndarray, model: np.ndarray, sigma: float | np.ndarray) -> float:
-    """Σ((data − model)/σ)²; σ a scalar or an array broadcastable to the image."""
-    data, model = _pair(data, model)
-    sigma = np.asarray(sigma, dtype=float)
-    if np.any(sigma <= 0):
-        raise ValueError("sigma must be positive for a chi-squared")
-    return float(np.sum(((data - model) / sigma) ** 2))
+def chi2(data, model, sigma, mask=None):
+    """Σ((data − model)/σ)² over the last two axes (an image, or a stack (…, H, W) → one per image);
+    numpy arrays or torch tensors; σ a scalar or broadcastable maps, ``mask`` optional pixel weights."""
+    r2 = ((data - model) / sigma) ** 2
+    if mask is not None:
+        r2 = r2 * mask
+    out = r2.sum((-2, -1)) if hasattr(r2, "dim") else np.sum(r2, axis=(-2, -1))
+    return float(out) if isinstance(out, np.generic) or (isinstance(out, np.ndarray) and out.ndim == 0) else out
 
 
 def reduced_chi2(data: np.ndarray, model: np.ndarray, sigma: float | np.ndarray, n_params: int = 0) -> float:
     """χ²/ν with ν = number of pixels − ``n_params`` (free parameters of the model)."""
-    nu = np.asarray(data).size - int(n_params)
+    data, model = _pair(data, model)
+    nu = data.size - int(n_params)
     if nu <= 0:
-        raise ValueError(f"{n_params} free parameters leave no degrees of freedom for {np.asarray(data).size} pixels")
+        raise ValueError(f"{n_params} free parameters leave no degrees of freedom for {data.size} pixels")
+    sigma = np.asarray(sigma, dtype=float)
+    if np.any(sigma <= 0):
+        raise ValueError("sigma must be positive for a chi-squared")
     return chi2(data, model, sigma) / nu
 
 
@@ -146,7 +202,7 @@ def image_metrics(
         sig = np.asarray(sigma, dtype=float)
         if np.all(np.isfinite(sig)) and np.all(sig > 0):
             ref = true if data is None else np.asarray(data, dtype=float)
-            out["chi2"] = chi2(ref, model, sig)
+            out["chi2"] = float(chi2(ref, model, sig))
             out["chi2_nu"] = reduced_chi2(ref, model, sig, n_params)
     return out
 
@@ -226,54 +282,3 @@ def describe(summary: pd.DataFrame, metrics: Mapping[str, str] | None = None) ->
         if metrics is None or row["metric"] in metrics:
             parts.append(f"{row['metric']}={row['median']:.4g}")
     return " ".join(parts)
-
-
-# --------------------------------------------------------------------------------------
-# VAE evaluation on the test split
-
-
-def select_examples(meta: pd.DataFrame, n: int) -> np.ndarray:
-    """Deterministic example rows: originals sorted by source id, ``n`` evenly spaced among them.
-
-    Evenly spaced over the sorted ids spreads the examples over the source kinds (ids start with
-    the kind). Returns row indices of ``meta``.
-    """
-    orig = original_rows(meta)
-    order = orig[np.argsort(meta["source_id"].astype(str).to_numpy()[orig], kind="stable")]
-    return order[evenly_spaced_rows(order.size, n)]
-
-
-def original_rows(meta: pd.DataFrame) -> np.ndarray:
-    """Rows of un-augmented stamps (``augmentation == "original"``; all rows if the column is absent)."""
-    if "augmentation" not in meta.columns:
-        return np.arange(len(meta))
-    return np.flatnonzero(meta["augmentation"].astype(str).to_numpy() == "original")
-
-
-def vae_test_metrics(vae, images: np.ndarray, meta: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Per-stamp reconstruction metrics of the VAE (encoder mean → decoder) on every stamp.
-
-    Returns (table, reconstructions, latent means). The table has ``source_id``, ``kind``,
-    ``augmentation``, ``original`` (bool) and the :data:`METRIC_COLUMNS`; χ² uses the stamp's own
-    ``noise_sigma`` (NaN for noiseless stamps) with n_params = 0 (a reconstruction fits nothing).
-    """
-    from .fit.decoder import reconstruct
-
-    recs, mus = reconstruct(vae, images)
-    sigma = meta["noise_sigma"].to_numpy(dtype=float) if "noise_sigma" in meta.columns else None
-    ids = meta["source_id"].astype(str).to_numpy() if "source_id" in meta.columns else np.arange(len(meta)).astype(str)
-    aug = meta["augmentation"].astype(str).to_numpy() if "augmentation" in meta.columns else np.full(len(meta), "original")
-    labels = [f"{i} ({a})" for i, a in zip(ids, aug)]
-    table = batch_metrics(images, recs, sigma=sigma, labels=labels)
-    front = pd.DataFrame({"source_id": ids, "kind": meta.get("kind", pd.Series([""] * len(meta))).astype(str).to_numpy(),
-                          "augmentation": aug, "original": aug == "original"})
-    return pd.concat([front, table], axis=1), recs, mus
-
-
-def vae_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Summary of :func:`vae_test_metrics`: subset ``originals`` (one stamp per galaxy, the headline
-    numbers) and ``all stamps`` (augmented copies included), per metric."""
-    parts = [summarise(table[table["original"]]).assign(subset="originals"),
-             summarise(table).assign(subset="all stamps")]
-    out = pd.concat(parts, ignore_index=True)
-    return out[["subset", *[c for c in out.columns if c != "subset"]]]

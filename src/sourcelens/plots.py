@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle
 
-LENS_PARAM_NAMES = ("theta_E", "gamma", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
+from .names import LENS_PARAMETERS
+
 LENS_PARAM_LABELS = {
     "theta_E": r"Einstein radius $\theta_\mathrm{E}$ [arcsec]",
     "gamma": r"density slope $\gamma$",
@@ -191,7 +192,7 @@ def _pixel_scales(scale, n: int) -> np.ndarray:
     return np.full(n, float(arr)) if arr.ndim == 0 else arr
 
 
-def format_lens_params(params: Sequence[float], names: Sequence[str] = LENS_PARAM_NAMES) -> str:
+def format_lens_params(params: Sequence[float], names: Sequence[str] = LENS_PARAMETERS) -> str:
     """A compact two-line description of one lens: Einstein radius, slope, ellipticity, shear."""
     p = dict(zip(names, np.asarray(params, dtype=float)))
     lines = []
@@ -210,7 +211,7 @@ def format_lens_params(params: Sequence[float], names: Sequence[str] = LENS_PARA
 
 
 def _mark_lens(
-    ax: Axes, params: np.ndarray | None, names: Sequence[str] = LENS_PARAM_NAMES, circle: bool = True
+    ax: Axes, params: np.ndarray | None, names: Sequence[str] = LENS_PARAMETERS, circle: bool = True
 ) -> None:
     """Mark the lens centre (+) and a circle of radius theta_E (a guide, not the critical curve)."""
     if params is None:
@@ -276,7 +277,7 @@ def pair_examples(
     All arrays are (N, H, W) on the same grid of ``pixel_scale`` arcsec; the three panels of a
     row share one colour scale (surface brightness is conserved by lensing) and one colourbar.
     ``noise_sigma`` (per-pixel maps (N, H, W) or one value per row) sets the arcsinh linear
-    width; ``lens_params`` (N, 8, in :data:`LENS_PARAM_NAMES` order) is written in the row label
+    width; ``lens_params`` (N, 8, in :data:`LENS_PARAMETERS` order) is written in the row label
     and, with ``mark_lens``, the lens centre and a theta_E circle are drawn on the lensed panels.
     Returns a figure with 3 N image axes followed by N colourbar axes.
     """
@@ -326,7 +327,7 @@ def pair_examples(
 def lens_parameter_histograms(
     df: pd.DataFrame,
     by: str = "split",
-    params: Sequence[str] = LENS_PARAM_NAMES,
+    params: Sequence[str] = LENS_PARAMETERS,
     *,
     bins: int | None = None,
     density: bool = True,
@@ -393,18 +394,6 @@ def lens_parameter_histograms(
         )
     fig.suptitle(suptitle or "Lens-parameter distributions", fontsize=11)
     return fig
-
-
-def select_per_kind(kinds: Sequence[str], n_per_kind: int, seed: int = 0) -> np.ndarray:
-    """Indices of up to ``n_per_kind`` objects of each kind, drawn at random (reproducibly), sorted."""
-    kinds = np.asarray(kinds).astype(str)
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for kind in pd.unique(kinds):
-        idx = np.flatnonzero(kinds == kind)
-        take = min(n_per_kind, idx.size)
-        chosen.append(np.sort(rng.choice(idx, size=take, replace=False)))
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)
 
 
 def stamps_by_kind(

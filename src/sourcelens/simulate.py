@@ -35,12 +35,12 @@ from lenstronomy.LensModel.lens_model import LensModel
 from lenstronomy.LightModel.light_model import LightModel
 from lenstronomy.Util import kernel_util
 
-from .priors import check_prior, sample_prior
+from .names import LENS_PARAMETERS
+from .priors import sample_prior
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LENS_PARAMETERS",
     "LENS_MODELS",
     "SR_LENS_MODELS",
     "SR_SOURCE_PARAMETERS",
@@ -58,11 +58,8 @@ __all__ = [
     "pairs_array_attrs",
     "sr_attrs",
     "sr_array_attrs",
-    "validate_priors",
 ]
 
-#: The 8 lens parameters of study 002 (theta_E, centres in arcsec; the others dimensionless).
-LENS_PARAMETERS: tuple[str, ...] = ("theta_E", "gamma", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 #: Main-deflector models and the lens parameters each one draws (the others are fixed).
 LENS_MODELS: dict[str, tuple[str, ...]] = {
     "SIS": ("theta_E", "center_x", "center_y", "gamma1", "gamma2"),
@@ -637,8 +634,3 @@ def sr_array_attrs(hr_psf: bool = True) -> dict[str, dict[str, str]]:
                         "description": "columns: " + ", ".join(LENS_PARAMETERS)},
     }
 
-
-def validate_priors(priors: Mapping[str, Any]) -> None:
-    """Check every prior spec in ``priors`` (ValueError naming the bad one)."""
-    for name, spec in priors.items():
-        check_prior(spec, name)

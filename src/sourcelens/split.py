@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "val", "test")
+from .names import SPLITS
 
 
 def assign_splits(source_ids: pd.Series | np.ndarray, fractions: Mapping[str, float],

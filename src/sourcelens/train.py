@@ -17,11 +17,10 @@ C×H×W pixels):
               ``noise_sigma``, same units as the image). Noiseless stamps (σ = 0, parametric galaxies) take the
               floor, 1e-3 of the peak by default, so they weigh (σ_noisy / 1e-3)² more than noisy ones; the KL is
               then negligible unless β is raised accordingly (β = 2 would make the loss a proper −2·ELBO).
-``ssim_mae``  N_pix · (1 − SSIM(x̂, x)) + Σ |x̂ − x|, SSIM with a Gaussian window (11 pixels, σ = 1.5),
-              data range 1, K1 = 0.01, K2 = 0.03, averaged over the window positions inside the image
-              (Wang et al. 2004; equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
-              sigma=1.5, use_sample_covariance=False, data_range=1)``). Scaling 1 − SSIM by the number of
-              pixels puts it on the scale of the summed MAE.
+``ssim_mae``  N_pix · (1 − SSIM(x̂, x)) + Σ |x̂ − x|, SSIM in the project's one convention
+              (:mod:`sourcelens.metrics`: Gaussian window σ = 1.5, Wang et al. 2004) with data range 1 (the
+              stamps are peak-normalised). Scaling 1 − SSIM by the number of pixels puts it on the scale of
+              the summed MAE.
 
 Validation decodes the latent mean (the model is in eval mode); ``val_recon`` and ``val_kl`` are the two
 terms of ``val_loss`` and ``val_mse`` the per-pixel mean squared error, comparable across stages.
@@ -58,7 +57,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from .config import rng_for, validate_config
-from .io import evenly_spaced_rows, read_dataset, write_json, write_table
+from .io import read_dataset, write_json, write_table
+from .metrics import ssim_torch
+from .selection import evenly_spaced_rows
 from .fit.decoder import reference_metric
 from .models.vae import VAE, save_vae
 
@@ -73,45 +74,6 @@ REFERENCE_GALAXIES = 32   # training stamps whose latents are kept with the mode
 
 # --------------------------------------------------------------------------------------
 # losses
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> torch.Tensor:
-    """Normalised 1-D Gaussian window of ``size`` taps (the SSIM window is its outer product)."""
-    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    w = torch.exp(-0.5 * (x / sigma) ** 2)
-    return w / w.sum()
-
-
-def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size: int = 11,
-             sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
-    """SSIM map of images (B, C, H, W) over the window positions inside the image, (B, C, H−w+1, W−w+1).
-
-    Differentiable; Gaussian-weighted local statistics with population (not sample) covariances.
-    """
-    if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"ssim needs two (B, C, H, W) tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
-    if min(x.shape[-2:]) < window_size:
-        raise ValueError(f"images {tuple(x.shape[-2:])} are smaller than the SSIM window ({window_size})")
-    c = x.shape[1]
-    w = gaussian_window(window_size, sigma, x.dtype, x.device)
-    wy = w.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    wx = w.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-
-    def filt(t: torch.Tensor) -> torch.Tensor:  # separable, 'valid' (no padding)
-        return F.conv2d(F.conv2d(t, wy, groups=c), wx, groups=c)
-
-    mu_x, mu_y = filt(x), filt(y)
-    var_x = filt(x * x) - mu_x**2
-    var_y = filt(y * y) - mu_y**2
-    cov = filt(x * y) - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size: int = 11,
-         sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM per image (B,) of images (B, C, H, W) (see :func:`ssim_map`)."""
-    return ssim_map(x, y, data_range, window_size, sigma).flatten(1).mean(1)
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str,
@@ -131,7 +93,7 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str,
         s = sigma.to(diff.dtype).reshape(-1, 1).clamp_min(sigma_floor)
         return (diff / s).pow(2).sum(1)
     if kind == "ssim_mae":
-        return diff.shape[1] * (1.0 - ssim(recon, target)) + diff.abs().sum(1)
+        return diff.shape[1] * (1.0 - ssim_torch(recon, target)) + diff.abs().sum(1)
     raise ValueError(f"unknown reconstruction loss {kind!r}; expected one of {RECON_LOSSES}")
 
 
@@ -460,5 +422,5 @@ def train_vae(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
 
 
 __all__ = ["RECON_LOSSES", "REFERENCE_GALAXIES", "SIGMA_FLOOR", "METRIC_COLUMNS", "VAEModule", "MetricsHistory",
-           "gaussian_window", "ssim_map", "ssim", "reconstruction_loss", "init_output_bias", "load_stamps",
+           "reconstruction_loss", "init_output_bias", "load_stamps",
            "reference_latents", "vae_settings", "train_vae"]

@@ -1,31 +1,13 @@
 # Shared helpers for the rules: shard bookkeeping and the list of default targets.
+# The config was checked (schema and cross-key rules) by sourcelens.config.check_config in the Snakefile.
 import math
-import sys
-from pathlib import Path
 
-SPLITS = ["train", "val", "test"]
+from sourcelens.names import SPLITS
+
 PAIR_LENSES = config["simulate"]["pairs"]["lens_models"]
 SR_LENSES = config["simulate"]["sr"]["lens_models"]
 SR_NOISE = config["simulate"]["sr"]["noise_variants"]
 SHARD_SIZE = config["simulate"]["shard_size"]
-
-_fractions = config["split"]["fractions"]
-if abs(sum(_fractions[s] for s in SPLITS) - 1.0) > 1e-6:
-    raise ValueError(
-        f"config key 'split/fractions': train + val + test must sum to 1, got "
-        f"{sum(_fractions[s] for s in SPLITS):g}"
-    )
-if "cosmos" in config["sources"]["kinds"]:
-    if not config["sources"]["cosmos"]["dir"]:
-        raise ValueError(
-            "config key 'sources/cosmos/dir': source kind 'cosmos' needs the path of a GalSim "
-            "RealGalaxyCatalog directory (e.g. from `galsim_download_cosmos -s 25.2`)"
-        )
-    # fail before any job runs if the catalogue directory or file is missing
-    sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-    from sourcelens.catalog import find_catalogue_file
-
-    find_catalogue_file(config["sources"]["cosmos"]["dir"], config["sources"]["cosmos"]["file_name"])
 
 
 wildcard_constraints:

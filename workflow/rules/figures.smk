@@ -57,7 +57,7 @@ rule plot_pair_examples:
 
 rule plot_lens_params:
     input:
-        expand("results/data/pairs_{{lens}}_{split}.h5", split=SPLITS),
+        **{split: f"results/data/pairs_{{lens}}_{split}.h5" for split in SPLITS},
     output:
         report(
             "results/figures/lens_params_{lens}.png",

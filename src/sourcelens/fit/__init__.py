@@ -12,7 +12,6 @@ import importlib
 
 _EXPORTS = {
     "DecoderFit": "decoder", "fit_decoder": "decoder", "render": "decoder", "n_free_params": "decoder",
-    "reconstruct": "decoder", "decode": "decoder",
     "SersicFit": "baselines", "fit_sersic": "baselines", "fit_sersic_shapelets": "baselines",
     "fit_sersic_batch": "baselines", "shapelet_n_params": "baselines", "SERSIC_N_PARAMS": "baselines",
     "add_noise_to_level": "baselines", "shapelet_beta": "baselines",

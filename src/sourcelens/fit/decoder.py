@@ -57,7 +57,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..io import evenly_spaced_rows
+from ..selection import evenly_spaced_rows
+from ..models.vae import frozen
 from .lbfgs import BatchedLBFGSResult, minimize_lbfgs
 
 N_SHAPE_PARAMS = 4  # flux, dx, dy, log_scale
@@ -181,26 +182,6 @@ class DecoderFit:
         })
 
 
-class _Frozen:
-    """Context: a module in eval mode with no weight gradients; restores both on exit."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
-
-    def __enter__(self):
-        self.training = self.module.training
-        self.flags = [p.requires_grad for p in self.module.parameters()]
-        self.module.eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        return self.module
-
-    def __exit__(self, *exc):
-        for p, flag in zip(self.module.parameters(), self.flags):
-            p.requires_grad_(flag)
-        self.module.train(self.training)
-
-
 def _as_sigma(sigma, n: int, shape: tuple[int, ...]) -> np.ndarray:
     s = np.asarray(sigma, dtype=np.float64)
     if s.ndim == 0:
@@ -278,7 +259,7 @@ def fit_decoder(
                                                 "status")}
     history: list[BatchedLBFGSResult] = []
     bar = tqdm(total=n, desc="decoder fits", unit="galaxy", disable=not progress, leave=False)
-    with _Frozen(vae):
+    with frozen(vae):
         decode = vae.fused_decoder().to(dev)
         reference = getattr(vae, "reference_latents", None)
         unit_metric, preconditioner = None, "batch" if precondition else "none"
@@ -402,7 +383,7 @@ def reference_metric(vae, interpolation: str = "bicubic", *, decode: torch.nn.Mo
         return None
     dev = torch.device(device) if device is not None else next(vae.parameters()).device
     if decode is None:
-        with _Frozen(vae):
+        with frozen(vae):
             decode = vae.fused_decoder().to(dev)
     buffers = [t.detach() for t in decode.buffers()] + [reference.detach()]
     fingerprint = tuple(float(v) for t in buffers for v in (t.double().sum(), t.double().square().sum()))
@@ -470,32 +451,5 @@ def inverse_sqrt(matrix: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
     return ((vec * lam.rsqrt()[..., None, :]) @ vec.transpose(-1, -2)).to(matrix.dtype)
 
 
-def reconstruct(vae, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder-mean reconstructions of images (N, H, W): (reconstructions (N, H, W), latent means (N, L))."""
-    images = np.asarray(images, dtype=np.float32)
-    recs, mus = [], []
-    with _Frozen(vae), torch.no_grad():
-        dev = next(vae.parameters()).device
-        for start in range(0, len(images), batch_size):
-            x = torch.as_tensor(images[start:start + batch_size][:, None], device=dev)
-            mu, _ = vae.encode(x)
-            recs.append(vae.decode(mu)[:, 0].cpu().numpy())
-            mus.append(mu.cpu().numpy())
-    if not recs:
-        return np.zeros((0, *images.shape[1:]), np.float32), np.zeros((0, vae.latent_dim), np.float32)
-    return np.concatenate(recs), np.concatenate(mus)
-
-
-def decode(vae, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Decoded images (N, H, W) of latents (N, L)."""
-    z = np.asarray(z, dtype=np.float32)
-    out = []
-    with _Frozen(vae), torch.no_grad():
-        dev = next(vae.parameters()).device
-        for start in range(0, len(z), batch_size):
-            out.append(vae.decode(torch.as_tensor(z[start:start + batch_size], device=dev))[:, 0].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, vae.image_size, vae.image_size), np.float32)
-
-
-__all__ = ["DecoderFit", "N_SHAPE_PARAMS", "decode", "fit_decoder", "interpolation_matrix", "n_free_params",
-           "reconstruct", "reference_metric", "render", "shift_zoom"]
+__all__ = ["DecoderFit", "N_SHAPE_PARAMS", "fit_decoder", "interpolation_matrix", "n_free_params",
+           "reference_metric", "render", "shift_zoom"]

@@ -63,7 +63,7 @@ from .lbfgs import minimize_lbfgs
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LensedScenes", "simulate_lensed", "select_originals", "torch_simulator", "lens_kwargs_torch",
+    "LensedScenes", "simulate_lensed", "torch_simulator", "lens_kwargs_torch",
     "fit_decoder_lensed", "fit_decoder_rays", "fit_sersic_lensed", "fit_shapelets_lensed", "fit_pixelated",
     "normal_operator", "solve_pixelated", "regulariser_rtr", "hermite_functions", "shapelet_basis",
     "source_metrics", "fit_lensed_all", "summary_table", "FitResult",
@@ -106,18 +106,6 @@ class LensedScenes:
         """Flux per stamp pixel of the true source (B, m, m): the stamp scaled to its total flux."""
         s = self.stamps
         return s * (self.source_flux / s.sum(axis=(1, 2)))[:, None, None]
-
-
-def select_originals(meta: pd.DataFrame, n: int) -> np.ndarray:
-    """Row indices of the first ``n`` un-augmented stamps by source id (deterministic)."""
-    if "augmentation" in meta:
-        rows = meta.index[meta["augmentation"].astype(str) == "original"]
-    else:
-        rows = meta.index
-    sub = meta.loc[rows]
-    if "source_id" in sub:
-        sub = sub.sort_values("source_id", kind="stable")
-    return sub.index.to_numpy()[: int(n)]
 
 
 def simulate_lensed(

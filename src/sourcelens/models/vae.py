@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -176,3 +177,56 @@ def load_vae(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
     model.provenance = payload.get("provenance", {})
     model.extra = payload.get("extra", {})
     return model.eval()
+
+
+class frozen:
+    """Context: ``module`` in eval mode with no weight gradients; restores both on exit."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self) -> nn.Module:
+        self.training = self.module.training
+        self.flags = [p.requires_grad for p in self.module.parameters()]
+        self.module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        return self.module
+
+    def __exit__(self, *exc) -> None:
+        for p, flag in zip(self.module.parameters(), self.flags):
+            p.requires_grad_(flag)
+        self.module.train(self.training)
+
+
+def encode_images(vae: VAE, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Latent means and log-variances (N, latent_dim) of images (N, H, W), in batches, no gradients."""
+    images = np.asarray(images, dtype=np.float32)
+    mus, logvars = [], []
+    with frozen(vae), torch.no_grad():
+        dev = next(vae.parameters()).device
+        for start in range(0, len(images), batch_size):
+            mu, logvar = vae.encode(torch.as_tensor(images[start:start + batch_size][:, None], device=dev))
+            mus.append(mu.cpu().numpy())
+            logvars.append(logvar.cpu().numpy())
+    if not mus:
+        empty = np.zeros((0, vae.latent_dim), np.float32)
+        return empty, empty.copy()
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+def decode_latents(vae: VAE, z: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Decoded images (N, H, W) of latents (N, latent_dim), in batches, no gradients."""
+    z = np.asarray(z, dtype=np.float32)
+    out = []
+    with frozen(vae), torch.no_grad():
+        dev = next(vae.parameters()).device
+        for start in range(0, len(z), batch_size):
+            out.append(vae.decode(torch.as_tensor(z[start:start + batch_size], device=dev))[:, 0].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, vae.image_size, vae.image_size), np.float32)
+
+
+def reconstruct(vae: VAE, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The VAE's reconstructions (N, H, W) of images (decoder of the encoder mean) and the latent means."""
+    mu, _ = encode_images(vae, images, batch_size)
+    return decode_latents(vae, mu, batch_size), mu

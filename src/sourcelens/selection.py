@@ -1,0 +1,62 @@
+"""Deterministic choices of rows: evenly spaced examples, un-augmented originals, a few per kind.
+
+Every figure and fit that shows or uses "some" galaxies picks them here, so that the same
+galaxies are chosen by every rule and every rerun.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["evenly_spaced_rows", "original_rows", "first_originals", "select_examples", "select_per_kind"]
+
+
+def evenly_spaced_rows(n_total: int, n: int) -> np.ndarray:
+    """Up to ``n`` row indices spread evenly over ``range(n_total)`` (first and last included):
+    a deterministic sample that spans shards and sorted orders."""
+    if n_total <= 0 or n <= 0:
+        return np.zeros(0, dtype=int)
+    return np.unique(np.linspace(0, n_total - 1, min(int(n), int(n_total))).round().astype(int))
+
+
+def original_rows(meta: pd.DataFrame) -> np.ndarray:
+    """Rows of un-augmented stamps (``augmentation == "original"``; all rows if the column is absent)."""
+    if "augmentation" not in meta.columns:
+        return np.arange(len(meta))
+    return np.flatnonzero(meta["augmentation"].astype(str).to_numpy() == "original")
+
+
+def _originals_by_id(meta: pd.DataFrame) -> np.ndarray:
+    orig = original_rows(meta)
+    if "source_id" not in meta.columns:
+        return orig
+    return orig[np.argsort(meta["source_id"].astype(str).to_numpy()[orig], kind="stable")]
+
+
+def first_originals(meta: pd.DataFrame, n: int | None = None) -> np.ndarray:
+    """Rows of the first ``n`` (all for None) originals in source-id order: one stamp per galaxy,
+    the same galaxies whatever the row order of the file."""
+    rows = _originals_by_id(meta)
+    return rows if n is None else rows[: max(0, int(n))]
+
+
+def select_examples(meta: pd.DataFrame, n: int) -> np.ndarray:
+    """``n`` originals evenly spaced in source-id order (ids start with the kind, so the examples
+    spread over the source kinds). Returns row indices of ``meta``."""
+    order = _originals_by_id(meta)
+    return order[evenly_spaced_rows(order.size, n)]
+
+
+def select_per_kind(kinds: Sequence[str], n_per_kind: int, seed: int = 0) -> np.ndarray:
+    """Indices of up to ``n_per_kind`` objects of each kind, drawn at random (reproducibly), sorted."""
+    kinds = np.asarray(kinds).astype(str)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for kind in pd.unique(kinds):
+        idx = np.flatnonzero(kinds == kind)
+        take = min(n_per_kind, idx.size)
+        chosen.append(np.sort(rng.choice(idx, size=take, replace=False)))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)
