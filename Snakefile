@@ -38,7 +38,6 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/fit.smk"
-include: "workflow/rules/figures.smk"
 
 
 rule all:

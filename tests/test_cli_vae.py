@@ -65,30 +65,77 @@ def test_encode_decode_reconstruct_stamp_and_cube(tmp_path, model_path, capsys):
     assert not list(tmp_path.glob(".*part"))  # atomic writes leave no temporaries
 
 
+def _decoder_truth(model_path, z: np.ndarray, flux: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Images made by the model's own decoder: flux × D(z) shifted by ``offset`` pixels (dx, dy),
+    rendered as the fit renders them (so the truth is inside the model family)."""
+    from sourcelens.fit.decoder import shift_zoom
+    from sourcelens.models.vae import decode_latents, load_vae
+
+    decoded = torch.as_tensor(decode_latents(load_vae(model_path), z), dtype=torch.float64)
+    shifted = shift_zoom(decoded, torch.as_tensor(offset, dtype=torch.float64), torch.ones(len(z), dtype=torch.float64))
+    return flux[:, None, None] * shifted.numpy()
+
+
 def test_fit_stamp_and_cube(tmp_path, model_path, capsys):
-    rng = np.random.default_rng(1)
+    """Data from the decoder (known latents, flux, offset) plus noise: the fit explains it to the noise."""
+    rng = np.random.default_rng(0)
     sigma = 0.05
-    truth = np.stack([_galaxy(), _galaxy(amp=1.5, shift=1.0)])
+    z_true = rng.normal(0.0, 1.0, (2, LATENT))
+    flux_true, offset_true = np.array([3.0, 1.5]), np.array([[0.6, -0.4], [-0.3, 0.5]])
+    truth = _decoder_truth(model_path, z_true, flux_true, offset_true)
     cube = _write(tmp_path / "cube.fits", truth + rng.normal(0, sigma, truth.shape))
     out = tmp_path / "fit.fits"
-    assert main(["vae", "fit", str(model_path), str(cube), "--sigma", str(sigma), "-o", str(out),
-                 "--max-iter", "30"]) == 0
+    assert main(["vae", "fit", str(model_path), str(cube), "--sigma", str(sigma), "-o", str(out)]) == 0
     assert "chi2/nu" in capsys.readouterr().out
     with fits.open(out) as hdul:
-        model = hdul[0].data
+        model = hdul[0].data.astype(np.float64)
         table = hdul["FIT"].data
         assert model.shape == truth.shape and np.isfinite(model).all()
         assert table["z"].shape == (2, LATENT)
-        assert np.isfinite(table["chi2_nu"]).all() and (table["flux"] > 0).all()
-    # the fitted model explains the data better than a blank image
-    data = fits.getdata(cube)
-    assert (((data - model) ** 2).sum(axis=(1, 2)) < (data**2).sum(axis=(1, 2))).all()
+        chi2_nu, flux = np.array(table["chi2_nu"]), np.array(table["flux"])
+        offset = np.stack([table["dx"], table["dy"]], axis=1)
+    data = fits.getdata(cube).astype(np.float64)
+    n_free = SIZE * SIZE - (LATENT + 4)
+    chi2_true = (((data - truth) / sigma) ** 2).sum(axis=(1, 2))
+    # explained to the noise: chi2/nu near 1, and no worse than the truth itself (up to the prior term,
+    # 1/2 |z|^2, which the fit trades against 1/2 chi2)
+    assert np.all(np.abs(chi2_nu - 1.0) < 0.15), chi2_nu
+    assert np.all(chi2_nu * n_free <= chi2_true + (z_true**2).sum(axis=1) + 1.0), (chi2_nu * n_free, chi2_true)
+    assert np.allclose((((data - model) / sigma) ** 2).sum(axis=(1, 2)) / n_free, chi2_nu, rtol=1e-3)
+    # and the parameters come back: flux within 2 %, offsets within 0.1 pixel
+    assert np.allclose(flux, flux_true, rtol=0.02), flux
+    assert np.abs(offset - offset_true).max() < 0.1, offset
 
-    stamp = _write(tmp_path / "stamp.fits", truth[0])
+    stamp = _write(tmp_path / "stamp.fits", data[0])
     sig_map = _write(tmp_path / "sigma.fits", np.full((SIZE, SIZE), sigma))
     assert main(["vae", "fit", str(model_path), str(stamp), "--sigma", str(sig_map), "-o", str(tmp_path / "f1.fits"),
                  "--max-iter", "5", "--init", "prior"]) == 0
     assert fits.getdata(tmp_path / "f1.fits").shape == (SIZE, SIZE)
+
+
+def test_output_directory_and_missing_hdu(tmp_path, model_path, capsys):
+    """-o naming a directory and --hdu naming an HDU the file lacks get messages, not tracebacks."""
+    stamp = _write(tmp_path / "stamp.fits", _galaxy())
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    for cmd in ("reconstruct", "fit", "encode"):
+        extra = ["--sigma", "0.1"] if cmd == "fit" else []
+        assert main(["vae", cmd, str(model_path), str(stamp), *extra, "-o", str(outdir)]) == 1
+        err = capsys.readouterr().err
+        assert f"-o/--output '{outdir}' is a directory" in err and "give a file name" in err, err
+    assert list(outdir.iterdir()) == []
+
+    with_ext = tmp_path / "sci.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.float32(_galaxy()), name="SCI")]).writeto(with_ext)
+    assert main(["vae", "encode", str(model_path), str(with_ext), "--hdu", "SCI", "-o", str(tmp_path / "z.npy")]) == 0
+    assert np.load(tmp_path / "z.npy").shape == (LATENT,)
+    for hdu in ("5", "ERR"):
+        assert main(["vae", "encode", str(model_path), str(with_ext), "--hdu", hdu, "-o", str(tmp_path / "y.npy")]) == 1
+        err = capsys.readouterr().err
+        assert f"--hdu {hdu} does not exist: '{with_ext}' has 2 HDUs (0: PRIMARY, 1: SCI)" in err, err
+    assert main(["vae", "encode", str(model_path), str(with_ext), "--hdu", "0", "-o", str(tmp_path / "y.npy")]) == 1
+    assert "--hdu 0: that HDU of" in (err := capsys.readouterr().err) and "has no data" in err, err
+    assert not (tmp_path / "y.npy").exists()
 
 
 def test_wrong_size_nan_and_bad_inputs(tmp_path, model_path, capsys):

@@ -1,5 +1,5 @@
-"""Lensed source fits (sourcelens.fit.lensed): sparse normal equations, pixelated and decoder
-recovery on tiny grids, and the per-method table."""
+"""Lensed source fits (sourcelens.fit.lensed, .scenes, .pixelated): sparse normal equations, the torch
+operator against lenstronomy's image, pixelated and decoder recovery on tiny grids, and the per-method table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 
 from sourcelens.config import validate_config
 from sourcelens.fit import lensed as L
-from sourcelens.lensing import BilinearLensingOperator, LensingSimulator
+from sourcelens.fit import pixelated as P
+from sourcelens.fit import scenes as S
+from sourcelens.lensing import BilinearLensingOperator, LensingSimulator, pixelated
 from sourcelens.models.vae import VAE
 
 STAMP = 16
@@ -55,30 +57,39 @@ def test_sparse_normal_equations_match_dense_solve():
     data = torch.randn(5, 5, dtype=torch.float64)
     n_inv = torch.diag(1 / sigma.reshape(-1) ** 2)
     for kind in ("gradient", "curvature"):
-        rtr = L.regulariser_rtr(eye, kind).reshape(m * m, -1).T
+        rtr = P.regulariser_rtr(eye, kind).reshape(m * m, -1).T
         assert torch.allclose(rtr, rtr.T)                             # RᵀR is symmetric
         lam = 0.7
         a_dense = dense_l.T @ n_inv @ dense_l + lam * rtr
         # the matrix-free normal operator equals the dense one, column by column
-        a_op = torch.stack([L.normal_operator(op, sigma, lam, kind)(e).reshape(-1) for e in eye], 1)
+        a_op = torch.stack([P.normal_operator(op, sigma, lam, kind)(e).reshape(-1) for e in eye], 1)
         assert torch.allclose(a_op, a_dense, atol=1e-10)
         # solve_pixelated scales lambda by the median data curvature: undo it for the comparison
-        s, info = L.solve_pixelated(op, data, sigma, 1.0, kind, tol=1e-12, max_iter=5000)
+        s, info = P.solve_pixelated(op, data, sigma, 1.0, kind, tol=1e-12, max_iter=5000)
         lam_eff = info["lambda_eff"]
         a_dense = dense_l.T @ n_inv @ dense_l + lam_eff * rtr
         expected = torch.linalg.solve(a_dense, dense_l.T @ n_inv @ data.reshape(-1))
         assert torch.allclose(s.reshape(-1), expected, atol=1e-7 * float(expected.abs().max()))
 
 
+def test_torch_operator_reproduces_lenstronomy_image():
+    """The fitting problem's forward model (torch rays, bilinear source, PSF, binning) gives lenstronomy's
+    noiseless image of the scene (INTERPOL source, same lens, grid and PSF)."""
+    scenes = S.simulate_lensed(_smooth_stamps(2), _pairs_cfg(), np.random.default_rng(1))
+    problem = S.imaging_problem(scenes)
+    stamp = torch.as_tensor(scenes.true_source_image(), dtype=torch.float64)
+    xy = torch.as_tensor(scenes.source_xy)
+    image = problem.image(pixelated(*problem.rays_of(), stamp, scenes.source_pixel_scale, xy[:, 0], xy[:, 1]))
+    peak = scenes.noiseless.max()
+    np.testing.assert_allclose(image.numpy(), scenes.noiseless, atol=2e-3 * peak)
+
+
 def test_pixelated_fit_recovers_noiseless_smooth_source():
-    cfg = _pairs_cfg()
-    scenes = L.simulate_lensed(_smooth_stamps(1), cfg, np.random.default_rng(1))
-    # torch operator reproduces the lenstronomy image
-    sim = L.torch_simulator(scenes)
+    scenes = S.simulate_lensed(_smooth_stamps(1), _pairs_cfg(), np.random.default_rng(1))
     assert np.abs(scenes.data - scenes.noiseless).max() > 0
     scenes.data = scenes.noiseless.copy()                             # noiseless data
-    res = L.fit_pixelated(scenes, sim, regularisation=1e-4)
-    truth = L.true_source_on_grid(scenes)[0]
+    res = P.fit_pixelated(scenes, regularisation=1e-4)
+    truth = S.true_source_on_grid(scenes)[0]
     mask = res.info["covered"][0]
     assert mask.mean() > 0.5
     err = np.abs(res.source[0] - truth)[mask].max() / truth.max()
@@ -86,36 +97,42 @@ def test_pixelated_fit_recovers_noiseless_smooth_source():
     assert res.chi2[0] / scenes.data[0].size < 1e-2
 
 
-def test_decoder_lensed_fit_recovers_known_latent(small_vae):
-    z_true = np.array([[0.8, -0.6, 0.4, -0.9]])
+@pytest.mark.parametrize("init", ["prior", "encoder"])
+def test_decoder_lensed_fit_recovers_known_latent(blob_vae, init):
+    """fit_decoder through a lens (its `forward` path): latents, flux, centre and zoom of two decoded galaxies
+    come back from their noiseless lensed images, from the prior or the encoder, started off centre."""
+    z_true = np.random.default_rng(7).normal(0, 0.5, (2, 6)).astype(np.float32)
     with torch.no_grad():
-        stamp = small_vae.decode(torch.tensor(z_true, dtype=torch.float32))[:, 0].double().numpy()
+        stamps = blob_vae.decode(torch.from_numpy(z_true))[:, 0].double().numpy()
     cfg = _pairs_cfg(background_rms=1e-3)
-    scenes = L.simulate_lensed(stamp, cfg, np.random.default_rng(2))
+    cfg["source_pixel_scale_arcsec"] = 0.025                          # 32 pixels: the same 0.8" field
+    scenes = S.simulate_lensed(stamps, cfg, np.random.default_rng(2))
     scenes.data = scenes.noiseless.copy()
-    sim = L.torch_simulator(scenes)
-    models, kw = L.lens_kwargs_torch(scenes)
-    rays = sim.source_positions(models, kw)
-    data, sigma = torch.as_tensor(scenes.data), torch.as_tensor(scenes.sigma)
-    res = L.fit_decoder_lensed(small_vae, sim, rays, data, sigma, scenes.source_pixel_scale, STAMP,
-                               L.evaluation_grid(scenes), max_iter=300, init="prior", prior_weight=0.0,
-                               centre0=np.array([[0.02, -0.02]]))
-    assert np.allclose(res.info["z"], z_true, atol=0.05), res.info["z"]
-    assert np.allclose(res.info["center"], 0.0, atol=5e-3)
-    expected_amp = scenes.source_flux[0] / stamp.sum()
-    assert res.info["amp"][0] == pytest.approx(expected_amp, rel=0.02)
-    assert res.chi2[0] / scenes.data[0].size < 1e-2
+    problem = S.imaging_problem(scenes)
+    start = S.true_source_on_grid(scenes) if init == "encoder" else None
+    res = L.fit_decoder_lensed(blob_vae, problem, start, max_iter=300, init=init, prior_weight=0.0,
+                               tolerance_change=1e-9, centre0=np.array([[0.02, -0.02], [-0.015, 0.01]]))
+    np.testing.assert_allclose(res.info["z"], z_true, atol=1e-3)
+    np.testing.assert_allclose(res.info["center"], 0.0, atol=1e-4)
+    np.testing.assert_allclose(res.info["scale"], 1.0, atol=1e-4)
+    np.testing.assert_allclose(res.info["flux"], scenes.source_flux / stamps.sum((1, 2)), rtol=1e-4)
+    assert res.info["preconditioner"] == "batch" and res.n_params == 6 + 4
+    assert (res.chi2 / scenes.data[0].size < 1e-4).all()
+    # the source on the evaluation grid is the true one
+    truth = S.true_source_on_grid(scenes)
+    assert np.abs(res.source - truth).max() < 1e-3 * truth.max()
 
 
 def test_fit_lensed_all_table_has_every_method(small_vae):
     cfg = _pairs_cfg()
     cfg["source_offset_arcsec"] = {"uniform": [-0.05, 0.05]}
-    scenes = L.simulate_lensed(_smooth_stamps(2), cfg, np.random.default_rng(4), source_ids=["a", "b"])
+    scenes = S.simulate_lensed(_smooth_stamps(2), cfg, np.random.default_rng(4), source_ids=["a", "b"],
+                               kinds=["parametric", "cosmos"])
     fits, metrics = L.fit_lensed_all(scenes, small_vae, regularisation=1.0, max_iter=15, shapelet_n_max=(2, 4))
-    expected = ["decoder", "sersic", "shapelets_n2", "shapelets_n4", "pixelated"]
+    expected = ["decoder", "sersic", "sersic+shapelets2", "sersic+shapelets4", "pixelated"]
     assert list(fits) == expected
     assert len(metrics) == 2 * len(expected)
-    assert set(metrics["source_id"]) == {"a", "b"}
+    assert set(metrics["source_id"]) == {"a", "b"} and set(metrics["kind"]) == {"parametric", "cosmos"}
     for col in ("chi2_nu", "source_mse", "source_ssim", "seconds"):
         assert np.isfinite(metrics[col]).all(), col
     table = L.summary_table(metrics)
@@ -125,14 +142,17 @@ def test_fit_lensed_all_table_has_every_method(small_vae):
         assert col in table
     # the linear Sérsic + shapelet solve contains the Sérsic fit (coefficients 1, 0, ...), so it is no worse
     for i in range(2):
-        assert fits["shapelets_n4"].chi2[i] <= fits["sersic"].chi2[i] * (1 + 1e-9)
+        assert fits["sersic+shapelets4"].chi2[i] <= fits["sersic"].chi2[i] * (1 + 1e-9)
     for res in fits.values():
         assert res.model.shape == scenes.data.shape and res.source.shape == scenes.stamps.shape
+    # every method that starts from the pixelated source is charged its time
+    assert (fits["decoder"].seconds > fits["pixelated"].seconds).all()
+    assert L.median_galaxy(metrics) in (0, 1)
 
 
 def test_source_metrics_normalisation():
     rng = np.random.default_rng(0)
-    t = rng.random((8, 8)) + 0.1
+    t = rng.random((16, 16)) + 0.1
     mse, ssim = L.source_metrics(t, 3.0 * t)                        # flux scale does not matter
     assert mse == pytest.approx(0.0, abs=1e-15) and ssim == pytest.approx(1.0)
     assert np.isnan(L.source_metrics(t, -t)[0])

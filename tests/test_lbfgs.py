@@ -7,8 +7,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from sourcelens.fit.decoder import gauss_newton_metric, inverse_sqrt
-from sourcelens.fit.lbfgs import STATUS, minimize_lbfgs
+from sourcelens.fit.lbfgs import STATUS, gauss_newton_metric, inverse_sqrt, minimize_lbfgs
 
 DT = torch.float64
 

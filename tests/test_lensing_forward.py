@@ -14,8 +14,7 @@ from lenstronomy.LensModel.lens_model import LensModel
 from lenstronomy.LightModel.light_model import LightModel
 
 from sourcelens.lensing import (
-    LensingSimulator, add_noise, chi2, convolve_direct, convolve_fft, deflection, downsample,
-    ellipticity_to_phi_q, noise_sigma, pixel_grid,
+    LensingSimulator, convolve_direct, convolve_fft, deflection, downsample, ellipticity_to_phi_q, pixel_grid,
 )
 
 LENSES = [["SIS"], ["SIE"], ["EPL"], ["SIE", "SHEAR"], ["EPL", "SHEAR"]]
@@ -148,17 +147,6 @@ def test_downsample_conserves_flux_and_supersampling_converges():
     kw = [dict(amp=1.0, R_sersic=0.5, n_sersic=1.0, e1=0.1, e2=0.0)]
     total = [LensingSimulator(32, 0.1, s).unlensed(["SERSIC_ELLIPSE"], kw).sum().item() for s in (1, 4, 8)]
     assert abs(total[1] - total[2]) < abs(total[0] - total[2])
-
-
-def test_noise_and_chi2():
-    g = torch.Generator().manual_seed(1)
-    model = torch.full((200, 200), 5.0, dtype=torch.float64)
-    data = add_noise(model, background_rms=0.5, exposure_time=100.0, generator=g)
-    sigma = noise_sigma(model, 0.5, 100.0)
-    assert abs(sigma[0, 0].item() - (0.25 + 0.05) ** 0.5) < 1e-12
-    assert abs((data - model).std().item() - sigma[0, 0].item()) < 0.02
-    c2 = chi2(data, model, sigma).item()
-    assert abs(c2 / model.numel() - 1) < 0.02
 
 
 def test_float32_close_to_float64():

@@ -32,9 +32,66 @@ def test_known_errors():
     assert metrics.flux_rel_error(img, model) == pytest.approx(0.1)
     assert metrics.peak_rel_error(img, model) == pytest.approx(0.1)
     assert metrics.mse(img, model) == pytest.approx(np.mean((0.1 * img) ** 2))
-    rng = img.max() - img.min()
-    assert metrics.psnr(img, model) == pytest.approx(10 * np.log10(rng**2 / metrics.mse(img, model)))
-    assert metrics.ssim(img, img + np.random.default_rng(0).normal(0, 0.2 * rng, img.shape)) < 0.9
+    # PSNR of a known error: range² / MSE in dB (range = peak, the background is 0 to 1e-7)
+    expected = 10 * np.log10(img.max() ** 2 / np.mean((0.1 * img) ** 2))
+    assert metrics.psnr(img, model) == pytest.approx(expected, abs=1e-4)
+    noisy = img + np.random.default_rng(0).normal(0, 0.2 * img.max(), img.shape)
+    assert metrics.ssim(img, noisy) < 0.9
+
+
+def test_psnr_and_ssim_against_scikit_image():
+    """PSNR is scikit-image's with the true image's range; SSIM is scikit-image's Gaussian-window SSIM
+    (Wang et al. 2004), not its 7×7 uniform default."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(3)
+    true = _gaussian(0.1, 0.05) - 0.01
+    for model in (true + rng.normal(0, 0.01, true.shape), 0.8 * true, np.roll(true, 2, axis=1)):
+        span = true.max() - true.min()
+        assert metrics.psnr(true, model) == pytest.approx(peak_signal_noise_ratio(true, model, data_range=span))
+        gauss = structural_similarity(true, model, data_range=span, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+        assert metrics.ssim(true, model) == pytest.approx(gauss, rel=1e-12)
+    # ... which differs from the default convention (noise is judged on 7×7 uniform windows there)
+    assert metrics.ssim(true, noisy := true + rng.normal(0, 0.1 * span, true.shape)) != pytest.approx(
+        structural_similarity(true, noisy, data_range=span), rel=1e-2)
+    with pytest.raises(ValueError, match="SSIM window"):
+        metrics.ssim(true[:8, :8], true[:8, :8])
+
+
+def test_torch_ssim_is_the_table_ssim():
+    """The training loss's SSIM (torch, differentiable) gives the tables' numbers for data range 1."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    clean = np.stack([_gaussian(sigma=s, n=32) for s in (2.0, 3.0, 4.0, 5.0)])
+    clean /= clean.max(axis=(1, 2), keepdims=True)
+    noisy = clean + rng.normal(scale=[[[0.01]], [[0.05]], [[0.2]], [[0.0]]], size=clean.shape)
+    for a, b in ((clean, noisy), (clean, clean[::-1].copy()), (noisy, np.roll(clean, 3, axis=-1))):
+        ours = metrics.ssim_torch(torch.from_numpy(a)[:, None], torch.from_numpy(b)[:, None]).numpy()
+        ref = [metrics.ssim(a[i], b[i], data_range=1.0) for i in range(len(a))]
+        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-8)
+    x = torch.from_numpy(noisy[:2, None]).float().requires_grad_()
+    metrics.ssim_torch(x, torch.from_numpy(clean[:2, None]).float()).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_chi2_of_simulated_noise_numpy_and_torch():
+    """The one χ²: per image over the last two axes, numpy or torch alike; the simulation's noise model
+    (Poisson + background) gives χ²/N ≈ 1 with its own sigma map."""
+    import torch
+
+    from sourcelens.simulate import add_noise
+
+    rng = np.random.default_rng(1)
+    model = np.full((3, 100, 100), 5.0)
+    data, sigma = add_noise(model, {"exposure_time_s": 100.0, "background_rms": 0.5, "poisson": True}, rng)
+    np.testing.assert_allclose(sigma, np.sqrt(0.25 + 5.0 / 100.0))
+    c2 = metrics.chi2(data, model, sigma)
+    assert c2.shape == (3,) and np.all(np.abs(c2 / 1e4 - 1) < 0.05)
+    ct = metrics.chi2(torch.from_numpy(data), torch.from_numpy(model), torch.from_numpy(sigma))
+    np.testing.assert_allclose(ct.numpy(), c2, rtol=1e-12)
+    assert isinstance(metrics.chi2(data[0], model[0], sigma[0]), float)
 
 
 @pytest.mark.parametrize("g1, g2", [(0.2, -0.1), (0.0, 0.3), (-0.15, 0.0)])

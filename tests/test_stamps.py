@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sourcelens.sources import RawGalaxy, parametric_galaxies, xdf_galaxies
-from sourcelens.stamps import StampError, estimate_noise_sigma, make_stamps, measure, preprocess
+from sourcelens.stamps import StampError, estimate_noise_sigma, half_light_radius, make_stamps, measure, preprocess
 
 
 def _galaxy(offset=(0.0, 0.0), hlr=0.4, n=96, scale=0.03, g1=0.3, flux=100.0):
@@ -91,13 +91,31 @@ def test_masked_and_snr_cuts(stamp_cfg):
     assert images.shape == (1, 64, 64)
 
 
-def test_parametric_deterministic_and_kinds(stamp_cfg):
+def test_parametric_galaxies_follow_their_config():
+    """Reproducible per seed, different across seeds; each galaxy carries the flux of its magnitude, a
+    measured half-light radius inside the configured range (broadened by the 0.08" PSF), its noise level."""
     from sourcelens.config import validate_config
+    from sourcelens.sources import F814W_ZERO_POINT
 
-    cfg = dict(validate_config({})["sources"]["parametric"], n_galaxies=4)
-    a = [g.image for g in parametric_galaxies(cfg, np.random.default_rng(5))]
-    b = [g.image for g in parametric_galaxies(cfg, np.random.default_rng(5))]
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    cfg = dict(validate_config({})["sources"]["parametric"], n_galaxies=12, noise_sigma=0.0)
+    a = list(parametric_galaxies(cfg, np.random.default_rng(5)))
+    b = list(parametric_galaxies(cfg, np.random.default_rng(5)))
+    c = list(parametric_galaxies(cfg, np.random.default_rng(6)))
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+    assert not any(x.image.shape == y.image.shape and np.allclose(x.image, y.image) for x, y in zip(a, c))
+    lo, hi = cfg["hlr_arcsec"]
+    for g in a:
+        assert g.kind == "parametric" and g.source_id.startswith("parametric-")
+        assert cfg["mag_range"][0] <= g.magnitude <= cfg["mag_range"][1]
+        # the stamp (10 half-light radii across) holds the magnitude's flux but for the wings of n ≈ 4 profiles
+        flux = 10 ** (-0.4 * (g.magnitude - F814W_ZERO_POINT))
+        assert 0.85 * flux <= g.image.sum() <= 1.0001 * flux, (g.source_id, g.image.sum() / flux)
+        hlr = half_light_radius(g.image) * g.pixel_scale_arcsec
+        assert 0.9 * lo <= hlr <= hi, (g.source_id, hlr)
+    noisy = list(parametric_galaxies(dict(cfg, noise_sigma=0.01), np.random.default_rng(5)))
+    for g, clean in zip(noisy, a):
+        assert g.noise_sigma == pytest.approx(0.01 * clean.image.max())
+        assert np.std(g.image - clean.image) == pytest.approx(g.noise_sigma, rel=0.1)
 
 
 def test_xdf_detections():

@@ -15,7 +15,11 @@ from scipy import ndimage
 
 
 def rotate_flux_conserving(image: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Rotate ``image`` about its centre by ``angle_deg`` (counter-clockwise), conserving total flux."""
+    """Rotate ``image`` about its centre by ``angle_deg`` by a cubic spline, rescaled to the input's total flux.
+
+    Counter-clockwise as the array is printed (row 0 on top), i.e. clockwise on the sky in the project's
+    convention (x = column, y = row, figures drawn with ``origin="lower"``): GalSim's ``rotate(-angle)``.
+    """
     out = ndimage.rotate(image.astype(np.float64), angle_deg, reshape=False, order=3, mode="constant", cval=0.0)
     total_in, total_out = float(image.sum()), float(out.sum())
     if total_out != 0 and total_in != 0:

@@ -2,6 +2,7 @@
 
     sourcelens info FILE [--rows N]      summary of any sourcelens output (HDF5, CSV, FITS, JSON)
     sourcelens check-config FILE...      validate config files against the schema
+    sourcelens clean-checkpoints [DIR...]  remove training checkpoint folders (default results/checkpoints/*)
     sourcelens vae encode MODEL FITS [-o OUT]              latent means of a stamp or an N×H×W cube (.npy or FITS)
     sourcelens vae decode MODEL LATENTS -o OUT.fits        images decoded from latents (.npy or FITS)
     sourcelens vae reconstruct MODEL FITS -o OUT.fits      encode then decode (the VAE's reconstruction)
@@ -18,40 +19,72 @@ from typing import Any
 
 import numpy as np
 
+DEFAULT_CHECKPOINTS = "results/checkpoints/*"   # the training caches (sourcelens.train checkpoint folders)
+
+
+def _array_lines(ds, indent: str) -> list[str]:
+    """Shape, dtype, chunks and attributes of an HDF5 dataset, and value ranges of its first rows."""
+    extra = ", ".join(f"{k}={v}" for k, v in ds.attrs.items())
+    lines = [f"{indent}{ds.name:<21} {ds.shape!s:<20} {ds.dtype}  chunks={ds.chunks} {extra}".rstrip()]
+    if ds.size and ds.dtype.kind == "f":
+        n = min(len(ds), 64) if ds.ndim else 1
+        sample = ds[:n] if ds.ndim else ds[()]
+        lines.append(f"{indent}{'':<21} min={np.min(sample):.4g} max={np.max(sample):.4g} mean={np.mean(sample):.4g}"
+                     + (f"  (first {n} rows)" if ds.ndim else ""))
+    return lines
+
+
+def _group_lines(group, indent: str) -> list[str]:
+    """Lines for the arrays of an HDF5 group and, recursively, its subgroups (the root's /meta apart)."""
+    import h5py
+
+    lines = []
+    for name in group:
+        node = group.get(name)
+        if group.name == "/" and name == "meta" and isinstance(node, h5py.Group):
+            continue
+        if isinstance(node, h5py.Group):
+            extra = ", ".join(f"{k}={v}" for k, v in node.attrs.items())
+            lines.append(f"{indent}{node.name}/  (group, {len(node)} members) {extra}".rstrip())
+            lines += _group_lines(node, indent + "  ")
+        elif isinstance(node, h5py.Dataset):
+            lines += _array_lines(node, indent)
+        else:
+            lines.append(f"{indent}{group.name.rstrip('/')}/{name}  (unresolved link)")
+    return lines
+
+
+def _meta_lines(fh, rows: int) -> list[str]:
+    """Size, first rows and category counts of the /meta table."""
+    from .io import read_meta_group
+
+    meta = read_meta_group(fh)
+    lines = [f"  meta: {len(meta)} rows × {len(meta.columns)} columns"]
+    if len(meta):
+        lines.append("    " + meta.head(rows).to_string(max_colwidth=24).replace("\n", "\n    "))
+        for col in ("kind", "split", "lens_model", "augmentation"):
+            if col in meta:
+                lines.append(f"    {col} counts: {meta[col].value_counts().to_dict()}")
+        if "source_id" in meta:
+            lines.append(f"    distinct source_id: {meta['source_id'].nunique()}")
+    return lines
+
 
 def _describe_hdf5(path: Path, rows: int) -> str:
     import h5py
 
-    from .io import read_attrs, read_meta
+    from .io import decode_attrs, reading_h5
 
     lines = [f"{path}  (HDF5)"]
-    attrs = read_attrs(path)
-    prov = attrs.pop("provenance", None)
-    for key, value in attrs.items():
-        lines.append(f"  attr {key}: {value}")
-    with h5py.File(path, "r") as fh:
+    with reading_h5(path) as fh:
+        attrs = decode_attrs(fh.attrs)
+        prov = attrs.pop("provenance", None)
+        lines += [f"  attr {key}: {value}" for key, value in attrs.items()]
         lines.append("  arrays:")
-        for name, ds in fh.items():
-            if name == "meta":
-                continue
-            extra = ", ".join(f"{k}={v}" for k, v in ds.attrs.items())
-            lines.append(f"    /{name:<20} {str(ds.shape):<20} {ds.dtype}  chunks={ds.chunks} {extra}")
-            if ds.size and ds.dtype.kind == "f":
-                sample = ds[: min(len(ds), 64)]
-                lines.append(f"    {'':<21} min={sample.min():.4g} max={sample.max():.4g} mean={sample.mean():.4g}"
-                             f"  (first {min(len(ds), 64)} rows)")
-    if "meta" in h5py.File(path, "r"):
-        meta = read_meta(path)
-        lines.append(f"  meta: {len(meta)} rows × {len(meta.columns)} columns")
-        if len(meta):
-            lines.append("    " + meta.head(rows).to_string(max_colwidth=24).replace("\n", "\n    "))
-            for col in ("kind", "split", "lens_model", "augmentation"):
-                if col in meta:
-                    counts = meta[col].value_counts().to_dict()
-                    lines.append(f"    {col} counts: {counts}")
-            if "source_id" in meta:
-                lines.append(f"    distinct source_id: {meta['source_id'].nunique()}")
-    if prov:
+        lines += _group_lines(fh, "    ")
+        if isinstance(fh.get("meta"), h5py.Group):
+            lines += _meta_lines(fh, rows)
+    if isinstance(prov, dict):
         versions = prov.get("versions", {})
         lines.append(f"  provenance: git {prov.get('git_commit')}, rule {prov.get('rule', '?')}, "
                      + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -143,22 +176,43 @@ def _load_model(path: Path):
         raise VAECommandError(f"cannot load model '{path}': {err}") from err
 
 
+def _hdu_listing(hdul) -> str:
+    """'N HDU(s) (0: PRIMARY, 1: SCI, ...)' for messages about a FITS file's HDUs."""
+    names = ", ".join(f"{i}: {h.name or '(no name)'}" for i, h in enumerate(hdul))
+    return f"{len(hdul)} HDU{'s' if len(hdul) != 1 else ''} ({names})"
+
+
+def _select_hdu(hdul, hdu: str, path: Path):
+    """The HDU ``--hdu`` names (an index or an EXTNAME); an error listing the HDUs if there is none."""
+    key: int | str = int(hdu) if str(hdu).isdigit() else hdu
+    try:
+        chosen = hdul[key]
+    except (IndexError, KeyError) as err:
+        raise VAECommandError(f"--hdu {hdu} does not exist: '{path}' has {_hdu_listing(hdul)}") from err
+    if chosen.data is None or not getattr(chosen, "is_image", False):
+        what = "has no data" if chosen.data is None else f"is a {type(chosen).__name__}, not an image"
+        raise VAECommandError(f"--hdu {hdu}: that HDU of '{path}' {what}; the file has {_hdu_listing(hdul)}")
+    return chosen
+
+
 def _read_fits_array(path: Path, hdu: str | None = None) -> tuple[np.ndarray, Any]:
+    """The image of HDU ``hdu`` (default: the first image HDU with data) of a FITS file, and its header."""
     from astropy.io import fits
 
+    if path.is_dir():
+        raise VAECommandError(f"'{path}' is a directory, not a FITS file")
     if not path.is_file():
         raise VAECommandError(f"no such file: {path}")
     try:
         with fits.open(path) as hdul:
             if hdu is not None:
-                key = int(hdu) if str(hdu).isdigit() else hdu
-                chosen = hdul[key]
+                chosen = _select_hdu(hdul, hdu, path)
             else:
                 chosen = next((h for h in hdul if h.data is not None and getattr(h, "is_image", False)), None)
                 if chosen is None:
-                    raise VAECommandError(f"'{path}' has no image HDU with data")
+                    raise VAECommandError(f"'{path}' has no image HDU with data; it has {_hdu_listing(hdul)}")
             return np.array(chosen.data, dtype=np.float64), chosen.header.copy()
-    except (OSError, KeyError, IndexError) as err:
+    except OSError as err:
         raise VAECommandError(f"cannot read FITS file '{path}': {err}") from err
 
 
@@ -251,12 +305,30 @@ def _read_latents(path: Path, latent_dim: int) -> tuple[np.ndarray, np.ndarray |
     return z, peak
 
 
+def _check_output(path: Path, example: str = "out.fits", option: str = "-o/--output") -> None:
+    """Refuse an output path that is a directory or lies under a file, before any work is done."""
+    if path.is_dir():
+        raise VAECommandError(f"{option} '{path}' is a directory; give a file name, e.g. -o {path / example}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise VAECommandError(f"{option} '{path}': '{parent}' is a file, not a directory")
+
+
+def _output_path(args) -> Path:
+    """The command's output file: ``-o``, or for ``encode`` the default beside the input."""
+    if args.output is not None:
+        return args.output
+    return args.input.with_name(args.input.stem + "_latents.npy")
+
+
 def _run_vae(args) -> int:
     from astropy.io import fits
 
     from .io import atomic_path
     from .models import decode_latents
 
+    args.output = _output_path(args)
+    _check_output(args.output, "out.npy" if args.vae_command == "encode" else "out.fits")
     vae = _load_model(args.model)
     cmd = args.vae_command
     if cmd == "decode":
@@ -272,7 +344,7 @@ def _run_vae(args) -> int:
     squeeze = (lambda a: a[0]) if single else (lambda a: a)
     if cmd == "encode":
         mu, logvar, peaks = _encode(vae, stamps, args.input)
-        out = args.output or args.input.with_name(args.input.stem + "_latents.npy")
+        out = args.output
         if out.suffix.lower() == ".npy":
             with atomic_path(out) as tmp:
                 with open(tmp, "wb") as fh:
@@ -335,7 +407,79 @@ def _run_vae(args) -> int:
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run_info(args) -> int:
+    """``sourcelens info``: describe each file; 1 if any is missing or unreadable."""
+    from .io import DatasetError
+
+    status = 0
+    for path in args.files:
+        if not path.exists():
+            print(f"sourcelens info: no such file: {path}", file=sys.stderr)
+            status = 1
+            continue
+        try:
+            print(_describe(path, args.rows))
+        except DatasetError as err:  # names the file itself
+            print(f"sourcelens info: {err}", file=sys.stderr)
+            status = 1
+        except (OSError, ValueError) as err:
+            print(f"sourcelens info: {path}: {err}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _run_check_config(args) -> int:
+    """``sourcelens check-config``: validate the merged config files."""
+    from .config import ConfigError, load_config
+
+    try:
+        load_config(*args.files)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print("config OK: " + ", ".join(map(str, args.files)))
+    return 0
+
+
+def _checkpoint_dirs(dirs: list[Path]) -> list[Path]:
+    """The folders to clean: those given, else those matching :data:`DEFAULT_CHECKPOINTS`."""
+    if dirs:
+        return list(dirs)
+    return sorted(p for p in Path().glob(DEFAULT_CHECKPOINTS) if p.is_dir())
+
+
+def _clean_one(path: Path) -> None:
+    """Remove one checkpoint folder (sourcelens.train.clean_checkpoints) and say what went."""
+    # imported here: the CLI's other commands never need the training code
+    from .train import clean_checkpoints
+
+    existed = path.exists()
+    removed = clean_checkpoints(path)
+    if not existed:
+        print(f"{path}: no such folder, nothing removed")
+        return
+    print(f"removed {path} ({len(removed)} file{'s' if len(removed) != 1 else ''})")
+    for item in removed:
+        print(f"  {item}")
+
+
+def _run_clean_checkpoints(args) -> int:
+    """``sourcelens clean-checkpoints``: remove training checkpoint folders; 1 if any was refused."""
+    dirs = _checkpoint_dirs(args.dirs)
+    if not dirs:
+        print(f"no checkpoint folders match {DEFAULT_CHECKPOINTS}: nothing removed")
+        return 0
+    status = 0
+    for path in dirs:
+        try:
+            _clean_one(path)
+        except (OSError, ValueError) as err:
+            print(f"sourcelens clean-checkpoints: {err}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sourcelens", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -344,32 +488,21 @@ def main(argv: list[str] | None = None) -> int:
     p_info.add_argument("--rows", type=int, default=5, help="metadata rows to show")
     p_check = sub.add_parser("check-config", help="validate config files (merged in order) against the schema")
     p_check.add_argument("files", nargs="+", type=Path)
+    p_clean = sub.add_parser("clean-checkpoints", help="remove training checkpoint folders (the training caches)")
+    p_clean.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                         help=f"checkpoint folders (with a progress.json); default {DEFAULT_CHECKPOINTS}")
     _add_vae_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
     if args.command == "info":
-        status = 0
-        for path in args.files:
-            if not path.exists():
-                print(f"sourcelens info: no such file: {path}", file=sys.stderr)
-                status = 1
-                continue
-            try:
-                print(_describe(path, args.rows))
-            except (OSError, ValueError) as err:
-                print(f"sourcelens info: {path}: {err}", file=sys.stderr)
-                status = 1
-        return status
+        return _run_info(args)
     if args.command == "check-config":
-        from .config import ConfigError, load_config
-
-        try:
-            load_config(*args.files)
-        except ConfigError as err:
-            print(err, file=sys.stderr)
-            return 1
-        print("config OK: " + ", ".join(map(str, args.files)))
-        return 0
+        return _run_check_config(args)
+    if args.command == "clean-checkpoints":
+        return _run_clean_checkpoints(args)
     if args.command == "vae":
         try:
             return _run_vae(args)

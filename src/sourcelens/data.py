@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import read_meta
+from .io import open_h5, read_meta, reading_h5
 
 
 class H5ArrayDataset(Dataset):
     """Items are tuples of rows of the named arrays of one HDF5 file.
 
     ``inputs`` and ``targets`` name arrays (e.g. ``"lensed"`` and ``("source",)``); image arrays
-    (N, H, W) become (1, H, W) tensors, vector arrays (N, K) become (K,) tensors.
+    (N, H, W) become (1, H, W) tensors, vector arrays (N, K) become (K,) tensors. A file that is
+    corrupt or lacks one of the arrays raises :class:`sourcelens.io.DatasetError` (a ValueError).
     """
 
     def __init__(self, path: str | Path, inputs: str | Sequence[str], targets: str | Sequence[str] = (),
@@ -30,10 +31,7 @@ class H5ArrayDataset(Dataset):
         self.names = tuple([inputs] if isinstance(inputs, str) else inputs) + tuple(
             [targets] if isinstance(targets, str) else targets)
         self.transform = transform
-        with h5py.File(self.path, "r") as fh:
-            missing = [n for n in self.names if n not in fh]
-            if missing:
-                raise KeyError(f"{self.path} has no array(s) {missing}; it has {sorted(k for k in fh if k != 'meta')}")
+        with reading_h5(self.path, arrays=self.names) as fh:   # DatasetError if corrupt or an array is missing
             self._len = int(fh[self.names[0]].shape[0])
         self._fh: h5py.File | None = None
         self._meta = None
@@ -50,7 +48,7 @@ class H5ArrayDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         if self._fh is None:
-            self._fh = h5py.File(self.path, "r")
+            self._fh = open_h5(self.path, arrays=self.names)
         out = []
         for name in self.names:
             arr = torch.from_numpy(np.asarray(self._fh[name][index], dtype=np.float32))

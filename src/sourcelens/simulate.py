@@ -37,6 +37,7 @@ from lenstronomy.Util import kernel_util
 
 from .names import LENS_PARAMETERS
 from .priors import sample_prior
+from .stamps import half_light_radius
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ __all__ = [
     "draw_lens_parameters",
     "make_pixel_grid",
     "make_psf",
+    "draw_pair_scenes",
+    "pairs_renderer",
+    "render_pairs",
     "magnitude_to_counts",
     "add_noise",
     "LensedImageRenderer",
@@ -260,6 +264,7 @@ class LensedImageRenderer:
         psf: PSF,
         supersampling: int = 1,
     ) -> None:
+        self.psf = psf
         self.grid = make_pixel_grid(num_pix, pixel_scale)
         self.lens_model = LensModel(lens_model_list=list(lens_model_list))
         self.source_model = LightModel(light_model_list=[source_model])
@@ -312,6 +317,55 @@ def _progress(total: int, desc: str, enabled: bool):
 # --------------------------------------------------------------------------------------------
 # Study 002: lensed / unlensed pairs
 # --------------------------------------------------------------------------------------------
+def draw_pair_scenes(n: int, lens_model: str, cfg: Mapping[str, Any], rng: np.random.Generator
+                     ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """Lens parameters, source x and y offsets (arcsec) and magnitudes of ``n`` scenes (``cfg`` =
+    ``simulate.pairs``), drawn in this order from ``rng``."""
+    params = draw_lens_parameters(lens_model, cfg["priors"], rng, n)
+    src_x = sample_prior(cfg["source_offset_arcsec"], rng, n, name="source_offset_arcsec")
+    src_y = sample_prior(cfg["source_offset_arcsec"], rng, n, name="source_offset_arcsec")
+    mag_lo, mag_hi = (float(v) for v in cfg["source_magnitude"])
+    if mag_lo > mag_hi:
+        raise ValueError(f"source_magnitude range [{mag_lo:g}, {mag_hi:g}] is reversed")
+    return params, src_x, src_y, rng.uniform(mag_lo, mag_hi, n)
+
+
+def pairs_renderer(lens_model: str, cfg: Mapping[str, Any]) -> LensedImageRenderer:
+    """The lenstronomy renderer of ``simulate.pairs``: grid, PSF, supersampling, ``lens_model`` + shear, INTERPOL."""
+    pix = float(cfg["pixel_scale_arcsec"])
+    lens_list, _ = lens_kwargs(lens_model, dict.fromkeys(LENS_PARAMETERS, 0.0))
+    return LensedImageRenderer(int(cfg["num_pix"]), pix, lens_list, "INTERPOL", make_psf(cfg.get("psf", {}), pix),
+                               int(cfg.get("supersampling", 1)))
+
+
+def render_pairs(stamps: np.ndarray, lens_model: str, params: pd.DataFrame, fluxes: np.ndarray,
+                 src_x: np.ndarray, src_y: np.ndarray, cfg: Mapping[str, Any], rng: np.random.Generator, *,
+                 renderer: LensedImageRenderer | None = None, unlensed: bool = True, dtype=np.float32,
+                 progress: bool = True) -> dict[str, np.ndarray]:
+    """Lens stamp i (surface brightness, ``source_pixel_scale_arcsec`` per pixel) with lens ``params`` row i,
+    total flux ``fluxes[i]`` (e-/s) at (``src_x[i]``, ``src_y[i]``) arcsec, and add noise (one ``add_noise``
+    draw per scene, in order). Returns ``lensed_noiseless``, ``lensed``, ``noise_sigma`` and (``unlensed``)
+    ``source`` arrays (n, num_pix, num_pix), e-/s per pixel."""
+    renderer = renderer or pairs_renderer(lens_model, cfg)
+    n, num_pix = len(params), int(cfg["num_pix"])
+    scale = float(cfg["source_pixel_scale_arcsec"])
+    noise_cfg = cfg.get("noise", {})
+    names = ("lensed", "lensed_noiseless") + (("source",) if unlensed else ()) + ("noise_sigma",)
+    out = {k: np.empty((n, num_pix, num_pix), dtype=dtype) for k in names}
+    records = params.to_dict("records")
+    with _progress(n, f"lensing {lens_model}", progress) as bar:
+        for i in range(n):
+            _, kw_lens = lens_kwargs(lens_model, records[i])
+            kw_src = [_interpol_kwargs(np.asarray(stamps[i], dtype=float), scale, fluxes[i], src_x[i], src_y[i])]
+            lensed, source = renderer.render(kw_lens, kw_src, unlensed=unlensed)
+            noisy, sigma = add_noise(lensed, noise_cfg, rng)
+            out["lensed_noiseless"][i], out["lensed"][i], out["noise_sigma"][i] = lensed, noisy, sigma
+            if unlensed:
+                out["source"][i] = source
+            bar.update()
+    return out
+
+
 def simulate_pairs(
     images: np.ndarray,
     meta: pd.DataFrame,
@@ -337,43 +391,13 @@ def simulate_pairs(
     images = np.asarray(images)
     check_stamps(images, meta)
     n = int(n)
-    num_pix = int(cfg["num_pix"])
     if n > 0 and len(images) == 0:
         raise ValueError("no source stamps to simulate pairs from")
 
     idx = rng.integers(0, len(images), size=n) if n > 0 else np.zeros(0, dtype=int)
-    params = draw_lens_parameters(lens_model, cfg["priors"], rng, n)
-    src_x = sample_prior(cfg["source_offset_arcsec"], rng, n, name="source_offset_arcsec")
-    src_y = sample_prior(cfg["source_offset_arcsec"], rng, n, name="source_offset_arcsec")
-    mag_lo, mag_hi = (float(v) for v in cfg["source_magnitude"])
-    if mag_lo > mag_hi:
-        raise ValueError(f"source_magnitude range [{mag_lo:g}, {mag_hi:g}] is reversed")
-    mags = rng.uniform(mag_lo, mag_hi, n)
+    params, src_x, src_y, mags = draw_pair_scenes(n, lens_model, cfg, rng)
     fluxes = magnitude_to_counts(mags, cfg["magnitude_zero_point"])
-
-    lens_list, _ = lens_kwargs(lens_model, dict.fromkeys(LENS_PARAMETERS, 0.0))
-    renderer = LensedImageRenderer(
-        num_pix, float(cfg["pixel_scale_arcsec"]), lens_list, "INTERPOL",
-        make_psf(cfg.get("psf", {}), float(cfg["pixel_scale_arcsec"])), int(cfg.get("supersampling", 1)),
-    )
-    scale = float(cfg["source_pixel_scale_arcsec"])
-    noise_cfg = cfg.get("noise", {})
-
-    shape = (n, num_pix, num_pix)
-    out = {k: np.empty(shape, dtype=np.float32) for k in ("lensed", "lensed_noiseless", "source", "noise_sigma")}
-    stamps64 = images.astype(float)
-    records = params.to_dict("records")
-    with _progress(n, f"simulate_pairs {lens_model}", progress) as bar:
-        for i in range(n):
-            _, kw_lens = lens_kwargs(lens_model, records[i])
-            kw_src = [_interpol_kwargs(stamps64[idx[i]], scale, fluxes[i], src_x[i], src_y[i])]
-            lensed, source = renderer.render(kw_lens, kw_src)
-            noisy, sigma = add_noise(lensed, noise_cfg, rng)
-            out["lensed_noiseless"][i] = lensed
-            out["lensed"][i] = noisy
-            out["source"][i] = source
-            out["noise_sigma"][i] = sigma
-            bar.update()
+    out = render_pairs(images[idx], lens_model, params, fluxes, src_x, src_y, cfg, rng, progress=progress)
     out["lens_params"] = params[list(LENS_PARAMETERS)].to_numpy(dtype=np.float32)
 
     table = pd.DataFrame({
@@ -443,18 +467,6 @@ def pairs_array_attrs() -> dict[str, dict[str, str]]:
 # --------------------------------------------------------------------------------------------
 # Study 001: super-resolution pairs
 # --------------------------------------------------------------------------------------------
-def _half_light_radius_pix(stamp: np.ndarray) -> float:
-    """Half-light radius (stamp pixels) about the flux-weighted centroid, positive pixels only."""
-    img = np.clip(np.asarray(stamp, dtype=float), 0.0, None)
-    yy, xx = np.indices(img.shape)
-    total = img.sum()
-    cx, cy = (img * xx).sum() / total, (img * yy).sum() / total
-    r = np.hypot(xx - cx, yy - cy).ravel()
-    order = np.argsort(r, kind="stable")
-    cum = np.cumsum(img.ravel()[order])
-    return float(max(r[order][np.searchsorted(cum, 0.5 * total)], 0.5))
-
-
 def simulate_sr(
     n: int,
     lens_model: str,
@@ -538,7 +550,7 @@ def simulate_sr(
             _, kw_lens = lens_kwargs(lens_model, records[i], with_shear=False)
             if source_kind == "stamps":
                 stamp = images[idx[i]].astype(float)
-                stamp_scale[i] = src["source_R_sersic"][i] / _half_light_radius_pix(stamp)
+                stamp_scale[i] = src["source_R_sersic"][i] / max(half_light_radius(stamp), 0.5)
                 kw_src = [_interpol_kwargs(stamp, stamp_scale[i], fluxes[i], src["source_x"][i], src["source_y"][i])]
             else:
                 kw = {"amp": 1.0, "R_sersic": src["source_R_sersic"][i], "n_sersic": src["source_n_sersic"][i],

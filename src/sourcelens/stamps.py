@@ -102,6 +102,24 @@ def azimuthal_profile(image: np.ndarray, centre_yx: tuple[float, float], r_max: 
     return np.arange(nbins) + 0.5, prof
 
 
+def half_light_radius(image: np.ndarray, centre_yx: tuple[float, float] | None = None,
+                      mask: np.ndarray | None = None) -> float:
+    """Half-light radius (pixels) from the growth curve of the positive pixels (within ``mask``) about
+    ``centre_yx`` (default: their flux-weighted centroid); 0 for an image with no positive flux."""
+    img = np.clip(np.asarray(image, dtype=float), 0.0, None)
+    if mask is not None:
+        img = np.where(mask, img, 0.0)
+    total = img.sum()
+    if not total > 0:
+        return 0.0
+    yy, xx = np.indices(img.shape)
+    cy, cx = centre_yx if centre_yx is not None else ((img * yy).sum() / total, (img * xx).sum() / total)
+    r = np.hypot(yy - cy, xx - cx).ravel()
+    order = np.argsort(r, kind="stable")
+    cum = np.cumsum(img.ravel()[order])
+    return float(r[order][np.searchsorted(cum, 0.5 * total)])
+
+
 def measure(image: np.ndarray, noise_sigma: float, fill_threshold: float = 0.05) -> Measurement:
     """Centroid, major-axis angle, threshold radius, half-light radius, flux and S/N of the central galaxy."""
     seg = central_segment(image, noise_sigma)
@@ -129,12 +147,7 @@ def measure(image: np.ndarray, noise_sigma: float, fill_threshold: float = 0.05)
         k = below[0]
         frac = (prof0[k - 1] - level) / max(prof0[k - 1] - prof0[k], 1e-30)
         radius = float(radii[k - 1] + frac * (radii[k] - radii[k - 1]))
-    # half-light radius from the growth curve of the segment
-    r = np.hypot(yy - cy, xx - cx)[seg]
-    f = np.clip(image[seg], 0, None)
-    order = np.argsort(r)
-    cum = np.cumsum(f[order])
-    hlr = float(r[order][np.searchsorted(cum, 0.5 * cum[-1])]) if cum.size and cum[-1] > 0 else 0.0
+    hlr = half_light_radius(image, (cy, cx), seg)
     aperture = np.hypot(yy - cy, xx - cx) <= max(radius, 1.0)
     flux_ap = float(image[aperture].sum())
     snr = flux_ap / (noise_sigma * np.sqrt(aperture.sum())) if noise_sigma > 0 else np.inf

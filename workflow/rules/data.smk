@@ -1,4 +1,4 @@
-# Galaxy sources: catalogue cuts, stamps, augmentation, split by source id.
+# Galaxy sources: catalogue cuts, stamps, augmentation, split by source id; their figures.
 
 
 rule catalogue:
@@ -78,3 +78,37 @@ rule split:
         "../../envs/sourcelens.yaml"
     script:
         "../../scripts/split.py"
+
+
+rule plot_filter_table:
+    localrule: True
+    input:
+        "results/tables/filter_table.csv",
+    output:
+        report("results/figures/filter_table.png", caption="../report/filter_table.rst", category="Data"),
+    log:
+        "logs/figures/filter_table.log",
+    benchmark:
+        "benchmarks/figures/filter_table.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/plot_filter_table.py"
+
+
+rule plot_stamps:
+    localrule: True
+    input:
+        "results/data/stamps.h5",
+    output:
+        report("results/figures/stamps_by_kind.png", caption="../report/stamps.rst", category="Data"),
+    params:
+        n_per_kind=config["figures"]["n_stamps_per_kind"],
+    log:
+        "logs/figures/stamps_by_kind.log",
+    benchmark:
+        "benchmarks/figures/stamps_by_kind.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/plot_stamps.py"

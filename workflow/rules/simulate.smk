@@ -1,4 +1,5 @@
-# Lensing simulations with lenstronomy, in shards that run as separate jobs.
+# Lensing simulations with lenstronomy, in shards that run as separate jobs (gathered locally),
+# their figures, and the lensing-physics demonstration.
 
 
 rule simulate_pairs:
@@ -21,6 +22,7 @@ rule simulate_pairs:
 
 
 rule gather_pairs:
+    localrule: True
     input:
         pair_shards,
     output:
@@ -55,6 +57,7 @@ rule simulate_sr:
 
 
 rule gather_sr:
+    localrule: True
     input:
         sr_shards,
     output:
@@ -67,3 +70,94 @@ rule gather_sr:
         "../../envs/sourcelens.yaml"
     script:
         "../../scripts/gather_shards.py"
+
+
+rule plot_pair_examples:
+    localrule: True
+    input:
+        "results/data/pairs_{lens}_test.h5",
+    output:
+        report(
+            "results/figures/examples_{lens}.png",
+            caption="../report/examples.rst",
+            category="Simulations",
+            subcategory="{lens}",
+        ),
+    params:
+        n_examples=config["figures"]["n_examples"],
+    log:
+        "logs/figures/examples_{lens}.log",
+    benchmark:
+        "benchmarks/figures/examples_{lens}.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/plot_pair_examples.py"
+
+
+rule plot_lens_params:
+    localrule: True
+    input:
+        **{split: f"results/data/pairs_{{lens}}_{split}.h5" for split in SPLITS},
+    output:
+        report(
+            "results/figures/lens_params_{lens}.png",
+            caption="../report/lens_params.rst",
+            category="Simulations",
+            subcategory="{lens}",
+        ),
+    log:
+        "logs/figures/lens_params_{lens}.log",
+    benchmark:
+        "benchmarks/figures/lens_params_{lens}.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/plot_lens_params.py"
+
+
+rule plot_sr_examples:
+    localrule: True
+    input:
+        "results/data/sr_{lens}_{noise}_test.h5",
+    output:
+        report(
+            "results/figures/sr_examples_{lens}_{noise}.png",
+            caption="../report/sr_examples.rst",
+            category="Super-resolution data",
+            subcategory="{lens} {noise}",
+        ),
+    params:
+        n_examples=config["figures"]["n_examples"],
+    log:
+        "logs/figures/sr_examples_{lens}_{noise}.log",
+    benchmark:
+        "benchmarks/figures/sr_examples_{lens}_{noise}.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/plot_sr_examples.py"
+
+
+rule lensing_demo:
+    localrule: True
+    output:
+        models=report("results/figures/lensing_models.png", caption="../report/lensing_models.rst", category="Lensing"),
+        magnification=report(
+            "results/figures/lensing_magnification.png",
+            caption="../report/lensing_magnification.rst",
+            category="Lensing",
+        ),
+        backward=report(
+            "results/figures/lensing_backward.png", caption="../report/lensing_backward.rst", category="Lensing"
+        ),
+    params:
+        seed=config["seed"],
+    log:
+        "logs/figures/lensing_demo.log",
+    benchmark:
+        "benchmarks/figures/lensing_demo.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/lensing_demo.py"

@@ -8,22 +8,21 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
+from .common import FitResult
 
 
 def fit_metrics(truth: np.ndarray, data: np.ndarray, sigma: np.ndarray, meta: pd.DataFrame,
-                models: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> pd.DataFrame:
-    """One row per galaxy and method: MSE, SSIM, … of the model against the noiseless ``truth`` and
-    χ²/ν against the noisy ``data`` (ν = pixels − free parameters), plus the seconds it took.
-
-    ``models`` maps a method name to (model images (N, H, W), free parameters (N,), seconds (N,)).
-    """
+                fits: Mapping[str, FitResult]) -> pd.DataFrame:
+    """One row per galaxy and method: MSE, SSIM, … of the model against the noiseless ``truth`` and χ²/ν
+    against the noisy ``data`` (ν = pixels − free parameters), plus the seconds it took."""
     rows = []
-    for method, (model, n_params, seconds) in models.items():
+    kinds = meta["kind"].astype(str).to_numpy() if "kind" in meta else np.full(len(meta), "unknown")
+    for method, res in fits.items():
         for i in range(len(data)):
-            m = metrics.image_metrics(truth[i], model[i], sigma=sigma[i], n_params=int(n_params[i]), data=data[i],
+            m = metrics.image_metrics(truth[i], res.model[i], sigma=sigma[i], n_params=res.n_params, data=data[i],
                                       label=f"{meta.source_id[i]} {method}")
-            rows.append({"source_id": meta.source_id[i], "kind": meta.kind[i], "method": method,
-                         "n_params": int(n_params[i]), "noise_sigma": sigma[i], **m, "seconds": seconds[i]})
+            rows.append({"source_id": meta.source_id[i], "kind": kinds[i], "method": method,
+                         "n_params": res.n_params, "noise_sigma": sigma[i], **m, "seconds": res.seconds[i]})
     return pd.DataFrame(rows)
 
 

@@ -59,7 +59,8 @@ from tqdm.auto import tqdm
 
 from ..selection import evenly_spaced_rows
 from ..models.vae import frozen
-from .lbfgs import BatchedLBFGSResult, minimize_lbfgs
+from .common import best_amplitude
+from .lbfgs import BatchedLBFGSResult, gauss_newton_metric, inverse_sqrt, minimize_lbfgs
 
 N_SHAPE_PARAMS = 4  # flux, dx, dy, log_scale
 SHAPE_NAMES = ("flux", "dx", "dy", "scale")
@@ -301,7 +302,7 @@ def fit_decoder(
                 amplitude of the unit model."""
                 m, source = unit_model(p, index)
                 wm, dwi = w[index] * m, dw[index]
-                flux = (dwi * wm).sum((1, 2)) / (wm * wm).sum((1, 2)).clamp_min(1e-30)
+                flux = best_amplitude(wm, dwi)
                 return dwi - flux[:, None, None] * wm, flux, m, source
 
             def residuals(p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -401,8 +402,7 @@ def reference_metric(vae, interpolation: str = "bicubic", *, decode: torch.nn.Mo
 
         def residuals(p: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             m, d = _unit_source(decode, p, latent_dim, interpolation), images[index]
-            flux = (d * m).sum((1, 2)) / (m * m).sum((1, 2)).clamp_min(1e-30)
-            return (d - flux[:, None, None] * m).flatten(1)
+            return (d - best_amplitude(m, d)[:, None, None] * m).flatten(1)
 
         if chunk_size is None:
             chunk_size = 128 if dev.type == "cpu" else 512
@@ -411,44 +411,6 @@ def reference_metric(vae, interpolation: str = "bicubic", *, decode: torch.nn.Mo
         del cache[stale]
     cache[key] = metric.double().cpu()
     return cache[key]
-
-
-def gauss_newton_metric(residuals: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-                        index: torch.Tensor, step: float = 1e-2, chunk: int = 512,
-                        differences: str = "central") -> torch.Tensor:
-    """Mean Gauss–Newton matrix JᵀJ (P, P) of ``residuals(x, index) -> (n, R)`` over the n points x (n, P).
-
-    J by finite differences of step ``step`` (parameters are O(1): latents, pixels, log scale),
-    ``differences`` "central" (2P model evaluations a galaxy, error O(step²)) or "forward" (P + 1,
-    error O(step): half the cost, but on the benchmark galaxies its cruder metric cost more L-BFGS
-    evaluations than it saved); ``chunk`` perturbed points at a time. No
-    forward-mode AD: a user's ``forward`` need not support it. Exact for linear residuals.
-    """
-    n, p = x.shape
-    delta = step * torch.eye(p, dtype=x.dtype, device=x.device)
-    if differences == "central":
-        points = torch.cat([(x[:, None, :] + delta).reshape(-1, p), (x[:, None, :] - delta).reshape(-1, p)])
-        rows = torch.cat([index.repeat_interleave(p)] * 2)
-    elif differences == "forward":
-        points = torch.cat([(x[:, None, :] + delta).reshape(-1, p), x])
-        rows = torch.cat([index.repeat_interleave(p), index])
-    else:
-        raise ValueError(f"differences must be 'forward' or 'central', not {differences!r}")
-    r = torch.cat([residuals(points[i:i + chunk], rows[i:i + chunk]) for i in range(0, len(points), chunk)])
-    plus = r[: n * p].reshape(n, p, -1)
-    if differences == "central":
-        jac = (plus - r[n * p:].reshape(n, p, -1)) / (2.0 * step)   # (n, P, R): row j = ∂r/∂x_j
-    else:
-        jac = (plus - r[n * p:, None, :]) / step
-    return torch.einsum("npr,nqr->pq", jac.double(), jac.double()).div(n).to(x.dtype)
-
-
-def inverse_sqrt(matrix: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
-    """Symmetric inverse square root of positive semi-definite matrices (…, P, P), eigenvalues floored at
-    ``floor`` × the largest (a direction the data do not constrain keeps a finite step)."""
-    lam, vec = torch.linalg.eigh(matrix.double())
-    lam = lam.clamp_min(floor * lam.amax(-1, keepdim=True).clamp_min(1e-300))
-    return ((vec * lam.rsqrt()[..., None, :]) @ vec.transpose(-1, -2)).to(matrix.dtype)
 
 
 __all__ = ["DecoderFit", "N_SHAPE_PARAMS", "fit_decoder", "interpolation_matrix", "n_free_params",

@@ -265,4 +265,48 @@ def minimize_lbfgs(
     )
 
 
-__all__ = ["BatchedLBFGSResult", "STATUS", "minimize_lbfgs"]
+# --------------------------------------------------------------------------------------------
+# Preconditioning: whitened coordinates θ = θ₀ + H^(−½) u, so that a unit step in u is about a Newton step
+# --------------------------------------------------------------------------------------------
+def gauss_newton_metric(residuals: Callable[[Tensor, Tensor], Tensor], x: Tensor, index: Tensor,
+                        step: float = 1e-2, chunk: int = 512, differences: str = "central",
+                        per_point: bool = False) -> Tensor:
+    """Gauss–Newton matrix JᵀJ of ``residuals(x, index) -> (n, R)`` at the n points x (n, P): their mean
+    (P, P), or with ``per_point`` one per point (n, P, P) (to precondition each row of a batch).
+
+    J by finite differences of step ``step`` (parameters are O(1): latents, pixels, log scale),
+    ``differences`` "central" (2P model evaluations a galaxy, error O(step²)) or "forward" (P + 1,
+    error O(step): half the cost, but on the benchmark galaxies its cruder metric cost more L-BFGS
+    evaluations than it saved); ``chunk`` perturbed points at a time. No
+    forward-mode AD: a user's ``forward`` need not support it. Exact for linear residuals.
+    """
+    n, p = x.shape
+    delta = step * torch.eye(p, dtype=x.dtype, device=x.device)
+    if differences == "central":
+        points = torch.cat([(x[:, None, :] + delta).reshape(-1, p), (x[:, None, :] - delta).reshape(-1, p)])
+        rows = torch.cat([index.repeat_interleave(p)] * 2)
+    elif differences == "forward":
+        points = torch.cat([(x[:, None, :] + delta).reshape(-1, p), x])
+        rows = torch.cat([index.repeat_interleave(p), index])
+    else:
+        raise ValueError(f"differences must be 'forward' or 'central', not {differences!r}")
+    r = torch.cat([residuals(points[i:i + chunk], rows[i:i + chunk]) for i in range(0, len(points), chunk)])
+    plus = r[: n * p].reshape(n, p, -1)
+    if differences == "central":
+        jac = (plus - r[n * p:].reshape(n, p, -1)) / (2.0 * step)   # (n, P, R): row j = ∂r/∂x_j
+    else:
+        jac = (plus - r[n * p:, None, :]) / step
+    if per_point:
+        return torch.einsum("npr,nqr->npq", jac.double(), jac.double()).to(x.dtype)
+    return torch.einsum("npr,nqr->pq", jac.double(), jac.double()).div(n).to(x.dtype)
+
+
+def inverse_sqrt(matrix: Tensor, floor: float = 1e-8) -> Tensor:
+    """Symmetric inverse square root of positive semi-definite matrices (…, P, P), eigenvalues floored at
+    ``floor`` × the largest (a direction the data do not constrain keeps a finite step)."""
+    lam, vec = torch.linalg.eigh(matrix.double())
+    lam = lam.clamp_min(floor * lam.amax(-1, keepdim=True).clamp_min(1e-300))
+    return ((vec * lam.rsqrt()[..., None, :]) @ vec.transpose(-1, -2)).to(matrix.dtype)
+
+
+__all__ = ["BatchedLBFGSResult", "STATUS", "gauss_newton_metric", "inverse_sqrt", "minimize_lbfgs"]

@@ -1,4 +1,4 @@
-"""Differentiable, batched forward lensing: source light, ray shooting, PSF, noise.
+"""Differentiable, batched forward lensing: source light, ray shooting, PSF and binning.
 
 Light models follow lenstronomy's names and parameters:
 
@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .conventions import as_param, ellipticity_to_phi_q, pixel_grid
+from .conventions import as_param, pixel_grid
 from .lenses import ray_shoot
 
 __all__ = [
     "LIGHT_MODELS", "sersic", "pixelated", "surface_brightness", "bin_pixels", "downsample",
-    "convolve_fft", "convolve_direct", "convolve", "add_noise", "noise_sigma", "chi2",
+    "convolve_fft", "convolve_direct", "convolve",
     "LensingSimulator", "compiled_image",
 ]
 
@@ -149,35 +149,6 @@ def convolve(image: Tensor, kernel: Tensor | None, method: str = "fft") -> Tenso
     if method == "direct":
         return convolve_direct(image, kernel)
     raise ValueError(f"unknown convolution method {method!r}")
-
-
-def noise_sigma(model: Tensor, background_rms: float, exposure_time: float | None = None) -> Tensor:
-    """Per-pixel noise sigma: background plus Poisson of the model (flux per pixel per s)."""
-    var = torch.full_like(model, float(background_rms) ** 2)
-    if exposure_time is not None:
-        var = var + model.clamp(min=0) / exposure_time
-    return var.sqrt()
-
-
-def add_noise(image: Tensor, background_rms: float = 0.0, exposure_time: float | None = None,
-              generator: torch.Generator | None = None) -> Tensor:
-    """Poisson (counts = image * exposure_time) plus Gaussian background noise; not differentiable."""
-    out = image
-    if exposure_time is not None:
-        counts = torch.poisson(image.detach().clamp(min=0) * exposure_time, generator=generator)
-        out = counts / exposure_time
-    if background_rms:
-        out = out + background_rms * torch.randn(out.shape, generator=generator,
-                                                 dtype=out.dtype, device=out.device)
-    return out
-
-
-def chi2(data: Tensor, model: Tensor, sigma: Tensor | float, mask: Tensor | None = None) -> Tensor:
-    """Noise-weighted chi^2 summed over the last two axes."""
-    r2 = ((data - model) / sigma) ** 2
-    if mask is not None:
-        r2 = r2 * mask
-    return r2.sum(dim=(-2, -1))
 
 
 def _batch_size(*kwarg_lists: Sequence[Mapping[str, Any]]) -> int:
