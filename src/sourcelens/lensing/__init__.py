@@ -4,7 +4,7 @@ Forward lensing (batched, CPU/CUDA, float32/float64) built on caustics' function
 formulas; lensing maps (convergence, magnification, critical curves and caustics); backward
 mapping of images to a source grid by naive scatter or by exact pixel-overlap areas.
 See :mod:`sourcelens.lensing.conventions` for units and conventions; figures are in
-:mod:`sourcelens.lensing.plots` (not imported here, so matplotlib stays optional).
+:mod:`sourcelens.plots.lensing` (not imported here, so matplotlib stays optional).
 """
 
 from .backward import (
@@ -14,8 +14,8 @@ from .conventions import (
     ellipticity_to_phi_q, phi_q_to_ellipticity, pixel_centres, pixel_corners, pixel_grid,
 )
 from .forward import (
-    LensingSimulator, add_noise, chi2, compiled_image, convolve, convolve_direct, convolve_fft, downsample,
-    noise_sigma, pixelated, sersic, surface_brightness,
+    LensingSimulator, compiled_image, convolve, convolve_direct, convolve_fft, downsample, pixelated, sersic,
+    surface_brightness,
 )
 from .lenses import LENS_MODELS, deflection, ray_shoot
 from .maps import (
@@ -30,7 +30,7 @@ __all__ = [
     "OverlapOperator", "SourceGrid", "naive_scatter", "polygon_area", "quad_cell_overlaps",
     "trace_pixel_quads",
     "ellipticity_to_phi_q", "phi_q_to_ellipticity", "pixel_centres", "pixel_corners",
-    "pixel_grid", "LensingSimulator", "compiled_image", "add_noise", "chi2", "convolve", "convolve_direct",
-    "convolve_fft", "downsample", "noise_sigma", "pixelated", "sersic", "surface_brightness",
+    "pixel_grid", "LensingSimulator", "compiled_image", "convolve", "convolve_direct",
+    "convolve_fft", "downsample", "pixelated", "sersic", "surface_brightness",
     "LENS_MODELS", "deflection", "ray_shoot", "BilinearLensingOperator", "bilinear_weights",
 ]
