@@ -22,11 +22,9 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 LENS = (["SIE", "SHEAR"], [dict(theta_E=1.0, e1=0.1, e2=-0.05, center_x=0.01, center_y=0.02),
                            dict(gamma1=0.03, gamma2=0.01)])

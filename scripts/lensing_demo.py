@@ -10,5 +10,5 @@ log = log_to_file(snakemake.log[0])
 figures = demo_figures(rng_for(int(snakemake.params.seed), "lensing_demo"))
 record = provenance(snakemake.config, rule="lensing_demo")
 for name, fig in figures.items():
-    log.info("saving %s", name)
     save_figure(fig, snakemake.output[name], provenance=record)
+    log.info("wrote %s (%s)", snakemake.output[name], name)

@@ -4,34 +4,27 @@ from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 
-import numpy as np
-
 from sourcelens import plots
-from sourcelens.selection import evenly_spaced_rows
 from sourcelens.io import provenance, read_attrs, read_dataset, read_meta, save_figure
+from sourcelens.selection import evenly_spaced_rows
 
 path = snakemake.input[0]
 lens = snakemake.wildcards.lens
+attrs = read_attrs(path)
+if "pixel_scale_arcsec" not in attrs:
+    raise ValueError(f"{path}: no pixel_scale_arcsec attribute (every pairs file has one); rerun the rule that makes it")
+pixel_scale = float(attrs["pixel_scale_arcsec"])
 n_total = len(read_meta(path))
 # evenly spaced through the file: deterministic, and spans the shards
 index = evenly_spaced_rows(n_total, int(snakemake.params.n_examples))
 arrays, meta = read_dataset(
     path, names=("source", "lensed_noiseless", "lensed", "noise_sigma", "lens_params"), index=index
 )
-attrs = read_attrs(path)
-pixel_scale = float(attrs.get("pixel_scale_arcsec", meta["pixel_scale_arcsec"].iloc[0] if "pixel_scale_arcsec" in meta else 1.0))
 log.info("%s: %d pairs, plotting rows %s, pixel scale %g arcsec", path, n_total, index.tolist(), pixel_scale)
-
-labels = []
-for row in meta.itertuples():
-    label = f"{getattr(row, 'source_id', '?')} ({getattr(row, 'kind', '?')}"
-    mag = getattr(row, "source_magnitude", np.nan)
-    label += f", m={mag:.1f})" if np.isfinite(mag) else ")"
-    labels.append(label)
 
 fig = plots.pair_examples(
     arrays["source"], arrays["lensed_noiseless"], arrays["lensed"], pixel_scale,
-    lens_params=arrays["lens_params"], noise_sigma=arrays["noise_sigma"], row_labels=labels,
+    lens_params=arrays["lens_params"], noise_sigma=arrays["noise_sigma"], row_labels=plots.example_labels(meta),
     suptitle=f"{lens} + external shear: test-set examples ({pixel_scale:g}\" pixels)",
 )
 save_figure(

@@ -4,8 +4,6 @@ from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 
-import numpy as np
-
 from sourcelens import plots
 from sourcelens.io import provenance, read_dataset, read_meta, save_figure
 from sourcelens.selection import select_per_kind

@@ -1,4 +1,5 @@
-"""Overview figures: each function on small synthetic data, and the figure scripts end to end."""
+"""Figures of sourcelens.plots: what each draws (the arrays shown, where, on which colour scale,
+with which labels) on small synthetic data, and the figure scripts end to end."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.colors import AsinhNorm
-from matplotlib.figure import Figure
+from matplotlib.colors import AsinhNorm, Normalize, to_rgb
+from matplotlib.patches import Circle
 
 from sourcelens import plots
 from sourcelens.io import save_figure, write_dataset
 from sourcelens.names import LENS_PARAMETERS
-from sourcelens.selection import select_per_kind
+from sourcelens.plots.simulations import LENS_PARAM_LABELS, PAIR_TITLES
+from sourcelens.plots.style import FLUX_UNITS, SPLIT_COLOURS, robust_sigma
 
 ROOT = Path(__file__).resolve().parents[1]
 N, S = 2, 16
@@ -79,113 +81,221 @@ def _check_saves(fig, tmp_path, name="fig.png"):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_pair_examples(rng, tmp_path):
+# --- reading a figure back ------------------------------------------------------------------
+
+
+def _image(ax):
+    """The one image drawn in a panel."""
+    assert len(ax.images) == 1
+    return ax.images[0]
+
+
+def _assert_shows(ax, expected):
+    """The panel draws exactly ``expected`` (the data array, not a copy of another panel)."""
+    np.testing.assert_array_equal(np.ma.getdata(_image(ax).get_array()), np.asarray(expected, dtype=float))
+
+
+def _value_at(ax, x, y):
+    """The image value drawn at data position (x, y) (arcsec), as a cursor over the panel reads it."""
+    X, Y = ax.transData.transform((x, y))
+    return _image(ax).get_cursor_data(SimpleNamespace(x=X, y=Y))
+
+
+def _spike(n, row, col, value=5.0):
+    image = np.zeros((n, n), dtype=np.float32)
+    image[row, col] = value
+    return image
+
+
+def _colorbar_label(im):
+    """The label of the colour bar made for ``im``."""
+    cbar = im.colorbar
+    return cbar.ax.get_xlabel() if cbar.orientation == "horizontal" else cbar.ax.get_ylabel()
+
+
+def _markers(ax, marker="+"):
+    """(x, y) of the point markers drawn in a panel."""
+    return [tuple(np.ravel(line.get_xydata())) for line in ax.lines if line.get_marker() == marker]
+
+
+def _step_heights(patch):
+    """Bin edges and heights of a ``histtype="step"`` histogram polygon."""
+    xy = patch.get_xy()
+    return xy[0:-1:2, 0], xy[1:-1:2, 1]
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+# --- pairs, lens parameters, super-resolution ------------------------------------------------
+
+
+def test_pair_examples_draws_each_array_on_its_row_scale(rng, tmp_path):
     source, noiseless, lensed, sigma = _pairs(rng)
-    fig = plots.pair_examples(
-        source, noiseless, lensed, 0.08, lens_params=_lens_params(rng, N), noise_sigma=sigma,
-        row_labels=[f"id{i}" for i in range(N)],
-    )
-    assert isinstance(fig, Figure)
-    assert len(fig.axes) == 3 * N + N  # images + one colourbar per row
-    images = [ax.images[0] for ax in fig.axes[: 3 * N]]
-    # one colour scale per row, arcsec extent centred on the image
-    assert images[0].norm is images[1].norm is images[2].norm
-    assert np.allclose(images[0].get_extent(), [-0.64, 0.64, -0.64, 0.64])
-    assert "id0" in fig.axes[0].get_ylabel()
+    source[0] += _spike(S, 3, 12)  # row 3, column 12: x = -0.64 + 12.5 * 0.08, y = -0.64 + 3.5 * 0.08
+    params = _lens_params(rng, N)
+    fig = plots.pair_examples(source, noiseless, lensed, 0.08, lens_params=params, noise_sigma=sigma,
+                              row_labels=[f"id{i}" for i in range(N)])
+    assert len(fig.axes) == 3 * N + N  # images, then one colourbar per row
+    panels = np.array(fig.axes[: 3 * N]).reshape(N, 3)
+    for i in range(N):
+        for j, stack in enumerate((source, noiseless, lensed)):
+            _assert_shows(panels[i, j], stack[i])
+            assert np.allclose(_image(panels[i, j]).get_extent(), [-0.64, 0.64, -0.64, 0.64])
+        # one scale per row: top from the noise-free panels, linear width sigma, bottom -2 sigma
+        norm = _image(panels[i, 0]).norm
+        assert all(_image(ax).norm is norm for ax in panels[i])
+        assert isinstance(norm, AsinhNorm)
+        assert np.isclose(norm.linear_width, 0.05) and np.isclose(norm.vmin, -0.1)
+        assert np.isclose(norm.vmax, np.percentile(np.concatenate([source[i].ravel(), noiseless[i].ravel()]), 99.9))
+        assert rf"$\sigma$=0.05" in _texts(panels[i, 2])
+        # row label: id, lens parameters, axis
+        assert panels[i, 0].get_ylabel() == "\n".join(
+            [f"id{i}", plots.format_lens_params(params[i]), r"$\Delta y$ [arcsec]"])
+        # the lens centre on the lensed panels, the theta_E circle on the noiseless one only
+        centre = (params[i, 4], params[i, 5])
+        assert _markers(panels[i, 0]) == []
+        assert all(np.allclose(_markers(ax), [centre]) for ax in panels[i, 1:])
+        circles = [p for p in panels[i, 1].patches if isinstance(p, Circle)]
+        assert len(circles) == 1 and np.isclose(circles[0].radius, params[i, 0])
+        assert np.allclose(circles[0].center, centre)
+        assert not [p for p in panels[i, 2].patches if isinstance(p, Circle)]
+        assert _colorbar_label(_image(panels[i, 2])) == FLUX_UNITS
+    assert _image(panels[0, 0]).norm is not _image(panels[1, 0]).norm
+    assert [ax.get_title() for ax in panels[0]] == list(PAIR_TITLES)
+    assert [ax.get_title() for ax in panels[1]] == ["", "", ""]
+    assert [ax.get_xlabel() for ax in panels[:, 0]] == ["", r"$\Delta x$ [arcsec]"]
+    # origin lower, arcsec axes: the spike is at (+0.36, -0.36), not at its transpose or mirror
+    assert _value_at(panels[0, 0], 0.36, -0.36) == pytest.approx(source[0, 3, 12])
+    assert _value_at(panels[0, 0], -0.36, 0.36) == pytest.approx(source[0, 12, 3])
+    assert source[0, 3, 12] > 10 * source[0, 12, 3]
     _check_saves(fig, tmp_path)
 
 
-def test_pair_examples_minimal_and_linear(rng, tmp_path):
+def test_pair_examples_estimates_noise_and_linear_stretch(rng):
     source, noiseless, lensed, _ = _pairs(rng, n=1)
+    fig = plots.pair_examples(source[0], noiseless[0], lensed[0], 0.05)
+    norm = _image(fig.axes[0]).norm
+    assert np.isclose(norm.linear_width, robust_sigma(lensed[0] - noiseless[0]))  # sigma from the noise itself
+    assert fig.axes[0].get_ylabel() == r"$\Delta y$ [arcsec]"  # no labels, no lens parameters
     fig = plots.pair_examples(source[0], noiseless[0], lensed[0], 0.05, stretch="linear")
     assert len(fig.axes) == 4
-    with pytest.raises(ValueError):
+    norm = _image(fig.axes[2]).norm
+    assert type(norm) is Normalize
+    everything = np.concatenate([a[0].ravel() for a in (source, noiseless, lensed)])
+    assert np.isclose(norm.vmin, min(0.0, everything.min())) and np.isclose(norm.vmax, np.percentile(everything, 99.9))
+    assert "linear stretch" in fig.get_suptitle() and '0.05" pixels' in fig.get_suptitle()
+    with pytest.raises(ValueError, match="stretch"):
         plots.pair_examples(source, noiseless, lensed, 0.05, stretch="log")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same number"):
         plots.pair_examples(source, noiseless[:0], lensed, 0.05)
 
 
-def test_lens_parameter_histograms(rng, tmp_path):
+def test_example_labels():
+    meta = pd.DataFrame({"source_id": ["cosmos_1", "xdf_2"], "kind": ["cosmos", "xdf"],
+                         "source_magnitude": [23.04, np.nan]})
+    assert plots.example_labels(meta) == ["cosmos_1 (cosmos, m=23.0)", "xdf_2 (xdf)"]
+    assert plots.example_labels(pd.DataFrame({"x": [1]})) == ["? (?)"]
+
+
+def _known_lens_table():
+    """theta_E: train 2 + 2, val 3 + 0, test 0 + 1 (and one NaN) in the bins [0.5, 1) and [1, 1.5]."""
+    theta = {"train": [0.5, 0.6, 1.4, 1.5], "val": [0.7, 0.8, 0.9], "test": [1.2, np.nan]}
     tables = []
-    for split, n in (("train", 40), ("val", 10), ("test", 20)):
-        df = pd.DataFrame(_lens_params(rng, n), columns=LENS_PARAMETERS)
+    for split, values in theta.items():
+        df = pd.DataFrame({p: np.linspace(-1, 1, len(values)) for p in LENS_PARAMETERS})
+        df["theta_E"] = values
+        df["gamma"] = 2.0  # fixed, as for SIS
         df["split"] = split
         tables.append(df)
-    df = pd.concat(tables, ignore_index=True)
-    df.loc[0, "theta_E"] = np.nan  # NaNs are skipped
-    fig = plots.lens_parameter_histograms(df, by="split")
+    return pd.concat(tables, ignore_index=True)
+
+
+def test_lens_parameter_histograms_counts(tmp_path):
+    fig = plots.lens_parameter_histograms(_known_lens_table(), by="split", bins=2, density=False)
     assert len(fig.axes) == 8
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "train (N=40)", "val (N=10)", "test (N=20)"
-    ]
-    # gamma is fixed at 2 (SIS-like): the panel says so
-    assert any("fixed" in t.get_text() for t in fig.axes[1].texts)
+    assert [ax.get_xlabel() for ax in fig.axes] == [LENS_PARAM_LABELS[p] for p in LENS_PARAMETERS]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["train (N=4)", "val (N=3)", "test (N=2)"]
+    theta = fig.axes[0]
+    assert len(theta.patches) == 3  # one step histogram per split, in split order
+    for patch, split, counts in zip(theta.patches, ("train", "val", "test"), ([2, 2], [3, 0], [0, 1])):
+        edges, heights = _step_heights(patch)
+        assert np.allclose(edges, [0.5, 1.0, 1.5]) and np.array_equal(heights, counts)
+        assert np.allclose(patch.get_edgecolor()[:3], to_rgb(SPLIT_COLOURS[split]))
+    assert theta.get_ylabel() == "count" and fig.axes[4].get_ylabel() == "count" and fig.axes[1].get_ylabel() == ""
+    # gamma is fixed at 2: a line there and a note instead of histograms
+    gamma = fig.axes[1]
+    assert not gamma.patches and np.allclose(gamma.lines[0].get_xdata(), [2, 2])
+    assert _texts(gamma) == ["fixed at 2\nin all 3 splits"]
     _check_saves(fig, tmp_path)
-    with pytest.raises(KeyError):
+
+
+def test_lens_parameter_histograms_density_and_order():
+    df = _known_lens_table()
+    fig = plots.lens_parameter_histograms(df, order=["test", "train", "val"], bins=4)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["test (N=2)", "train (N=4)", "val (N=3)"]
+    assert fig.axes[0].get_ylabel() == "probability density"
+    for patch in fig.axes[0].patches:  # each split integrates to 1
+        edges, heights = _step_heights(patch)
+        assert np.isclose(np.sum(heights * np.diff(edges)), 1.0)
+    fig = plots.lens_parameter_histograms(df.drop(columns="split"), bins=2, density=False)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["all (N=9)"]
+    assert np.array_equal(_step_heights(fig.axes[0].patches[0])[1], [5, 3])
+    with pytest.raises(KeyError, match="gamma2"):
         plots.lens_parameter_histograms(df.drop(columns="gamma2"))
 
 
-def test_stamps_by_kind(rng, tmp_path):
-    kinds = ["xdf", "parametric", "xdf", "cosmos", "parametric", "parametric"]
-    images = np.stack([_blob(S, 1 + i % 3) for i in range(len(kinds))])
-    ids = [f"src{i}" for i in range(len(kinds))]
-    fig = plots.stamps_by_kind(
-        images, kinds, ids, 2, pixel_scales=[0.12, 0.03, 0.12, 0.03, 0.03, 0.03],
-        magnitudes=np.linspace(20, 24, len(kinds)), redshifts=[np.nan, 1.0, 0.5, 2.0, np.nan, np.nan],
-        kind_counts={"xdf": 10, "parametric": 20, "cosmos": 5},
-    )
-    assert len(fig.axes) == 3 * 2 + 1  # kinds x n_per_kind + colourbar
-    # rows in the fixed kind order; a kind with fewer stamps leaves blank panels
-    assert fig.axes[0].get_ylabel().startswith("COSMOS") and "N = 5" in fig.axes[0].get_ylabel()
-    assert fig.axes[2].get_ylabel().startswith("parametric")
-    assert not fig.axes[1].axison
-    _check_saves(fig, tmp_path)
-
-
-def test_select_per_kind():
-    kinds = np.array(["a"] * 5 + ["b"] * 2)
-    idx = select_per_kind(kinds, 3, seed=1)
-    assert len(idx) == 5 and np.all(np.diff(idx) > 0)
-    assert (kinds[idx] == "a").sum() == 3 and (kinds[idx] == "b").sum() == 2
-    assert np.array_equal(idx, select_per_kind(kinds, 3, seed=1))
-
-
-def test_filter_table_figure(tmp_path):
-    fig = plots.filter_table_figure(_filter_table())
-    assert len(fig.axes) == 2
-    bars, table_ax = fig.axes
-    assert len(bars.patches) == 2 * 4  # kept + removed per cut
-    assert len(table_ax.tables) == 1
-    _check_saves(fig, tmp_path)
-
-
-def test_filter_table_figure_tolerates_missing_columns(tmp_path):
-    df = _filter_table().drop(columns=["source_kind", "n_removed"])
-    fig = plots.filter_table_figure(df)
-    assert len(fig.axes) == 2
-    _check_saves(fig, tmp_path)
-
-
-@pytest.mark.parametrize("scales", [(0.05, 0.025), (0.05, None), (None, None)])
-def test_sr_examples(rng, tmp_path, scales):
+@pytest.mark.parametrize("scales", [(0.05, 0.025), (0.05, None), (None, 0.025)])
+def test_sr_examples_in_arcsec(rng, tmp_path, scales):
     low = rng.normal(0, 0.1, (2, 8, 8)).astype(np.float32) + _ring(8, 2.5)
+    high = np.stack([_ring(16, 5.0), 2 * _ring(16, 5.0)])
+    src = np.stack([_blob(16), _blob(16, 3.0)])
+    params = _lens_params(rng, 2)
+    fig = plots.sr_examples(low, high, src, low_res_pixel_scale=scales[0], high_res_pixel_scale=scales[1],
+                            noise_sigma=np.full(2, 0.1), lens_params=params, units="flux")
+    assert len(fig.axes) == 2 * 3 * 2  # images, then one colourbar per panel
+    panels = np.array(fig.axes[:6]).reshape(2, 3)
+    for i in range(2):
+        for j, stack in enumerate((low, high, src)):
+            _assert_shows(panels[i, j], stack[i])
+            assert np.allclose(_image(panels[i, j]).get_extent(), [-0.2, 0.2, -0.2, 0.2])  # one field
+            assert _colorbar_label(_image(panels[i, j])) == ("flux" if j == 2 else "")
+        # per-panel scales: the noisy input's linear width is its noise, the targets' a fraction of the peak
+        low_norm, high_norm = _image(panels[i, 0]).norm, _image(panels[i, 1]).norm
+        assert np.isclose(low_norm.linear_width, 0.1)
+        assert np.isclose(high_norm.linear_width, 0.02 * high_norm.vmax)
+        assert np.isclose(high_norm.vmax, np.percentile(high[i], 99.9))
+        centre = (params[i, 4], params[i, 5])
+        assert np.allclose(_markers(panels[i, 0]), [centre]) and np.allclose(_markers(panels[i, 1]), [centre])
+        assert _markers(panels[i, 2]) == []
+        assert plots.format_lens_params(params[i]) in panels[i, 0].get_ylabel()
+    assert [ax.get_title() for ax in panels[0]] == [
+        "low resolution (input)\n8×8 pix", "high resolution (target)\n16×16 pix", "source, high resolution\n16×16 pix"]
+    assert panels[1, 0].get_xlabel() == r"$\Delta x$ [arcsec]"
+    assert '0.05" → 0.025" pixels' in fig.get_suptitle() and "×2" in fig.get_suptitle()
+    _check_saves(fig, tmp_path)
+
+
+def test_sr_examples_without_pixel_scales(rng):
+    low = rng.normal(0, 0.1, (2, 8, 8)) + _ring(8, 2.5)
     high = np.stack([_ring(16, 5.0)] * 2)
-    src = np.stack([_blob(16)] * 2)
-    fig = plots.sr_examples(
-        low, high, src, low_res_pixel_scale=scales[0], high_res_pixel_scale=scales[1],
-        noise_sigma=np.full(2, 0.1), lens_params=_lens_params(rng, 2),
-    )
-    assert len(fig.axes) == 2 * 3 * 2  # images + one colourbar per panel
-    ext_low = fig.axes[0].images[0].get_extent()
-    ext_high = fig.axes[2].images[0].get_extent()
-    assert np.allclose(ext_low, ext_high)  # same field of view
-    if scales[0] is None:
-        assert "low-res pixels" in fig.axes[3].get_xlabel()  # bottom row
-    else:
-        assert np.isclose(ext_low[1], 0.2)
-    if scales == (0.05, 0.025):
-        _check_saves(fig, tmp_path)
-    assert len(plots.sr_examples(low, high).axes) == 2 * 2 * 2
+    fig = plots.sr_examples(low, high, lens_params=_lens_params(rng, 2))
+    assert len(fig.axes) == 2 * 2 * 2
+    panels = np.array(fig.axes[:4]).reshape(2, 2)
+    assert np.allclose(_image(panels[0, 0]).get_extent(), [-4, 4, -4, 4])  # in low-res pixels
+    assert np.allclose(_image(panels[0, 1]).get_extent(), [-4, 4, -4, 4])
+    assert panels[1, 0].get_xlabel() == r"$\Delta x$ [low-res pixels]"
+    assert _markers(panels[0, 0]) == []  # lens positions are in arcsec: not drawn on pixel axes
+    assert "pixel scales unknown" in fig.get_suptitle()
+    with pytest.raises(ValueError, match="same number"):
+        plots.sr_examples(low, high[:1])
+
+
+def test_format_lens_params():
+    text = plots.format_lens_params([1.2, 2.0, 0.1, -0.1, 0, 0, 0.01, 0.02])
+    assert text.split("\n") == [
+        r"$\theta_\mathrm{E}$=1.20$''$, $\gamma$=2.00", r"$e$=(+0.10, -0.10)", r"$\gamma_\mathrm{ext}$=(+0.010, +0.020)"]
 
 
 def test_asinh_norm_and_ticks():
@@ -195,19 +305,208 @@ def test_asinh_norm_and_ticks():
     assert np.isclose(norm.vmax, 10) and np.isclose(norm.vmin, -0.2) and np.isclose(norm.linear_width, 0.1)
     ticks = plots.asinh_ticks(norm.vmin, norm.vmax, norm.linear_width)
     assert 0.0 in ticks and all(norm.vmin <= t <= norm.vmax for t in ticks)
+    assert plots.asinh_ticks(-0.2, 10, 0.1) == [-0.2, 0.0, 0.1, 1.0, 10.0]
     assert plots.asinh_norm(np.zeros((4, 4))).vmax > 0  # blank image: still a valid scale
 
 
-def test_format_lens_params():
-    text = plots.format_lens_params([1.2, 2.0, 0.1, -0.1, 0, 0, 0.01, 0.02])
-    assert "1.20" in text and "+0.10" in text and "+0.020" in text
+# --- source data -----------------------------------------------------------------------------
+
+
+def test_stamps_by_kind(tmp_path):
+    kinds = ["xdf", "parametric", "xdf", "cosmos", "parametric", "parametric"]
+    images = np.stack([_blob(S, 1 + 0.3 * i) for i in range(len(kinds))])
+    images[0] += _spike(S, 2, 11)  # at x = -0.96 + 11.5 * 0.12, y = -0.96 + 2.5 * 0.12
+    ids = [f"src{i}" for i in range(len(kinds))]
+    fig = plots.stamps_by_kind(
+        images, kinds, ids, 2, pixel_scales=[0.12, 0.03, 0.12, 0.03, 0.03, 0.03],
+        magnitudes=np.linspace(20, 24, len(kinds)), redshifts=[np.nan, 1.0, 0.5, 2.0, np.nan, np.nan],
+        kind_counts={"xdf": 10, "parametric": 20, "cosmos": 5},
+    )
+    assert len(fig.axes) == 3 * 2 + 1  # kinds x n_per_kind + colourbar
+    panels = np.array(fig.axes[:6]).reshape(3, 2)
+    # rows in the fixed kind order, the first stamps of each kind in file order; a missing one is blank
+    assert [ax.get_ylabel() for ax in panels[:, 0]] == [
+        "COSMOS (HST)\nN = 5", "parametric (GalSim)\nN = 20", "XDF (HST)\nN = 10"]
+    for ax, k in zip(panels.ravel()[[0, 2, 3, 4, 5]], (3, 1, 4, 0, 2)):
+        _assert_shows(ax, images[k])
+    assert not panels[0, 1].axison and not panels[0, 1].images
+    assert [panels[1, 0].get_title(), panels[2, 0].get_title(), panels[2, 1].get_title()] == [
+        "src1\nm=20.8 z=1.00", "src0\nm=20.0", "src2\nm=21.6 z=0.50"]
+    # each stamp on its own arcsec extent, with a round scale bar of about a quarter of it
+    assert np.allclose(_image(panels[2, 0]).get_extent(), [-0.96, 0.96, -0.96, 0.96])
+    assert np.allclose(_image(panels[0, 0]).get_extent(), [-0.24, 0.24, -0.24, 0.24])
+    assert _texts(panels[2, 0]) == ['0.2"'] and _texts(panels[0, 0]) == ['0.1"']
+    assert _value_at(panels[2, 0], 0.42, -0.66) == pytest.approx(images[0, 2, 11])
+    assert _value_at(panels[2, 0], -0.66, 0.42) == pytest.approx(images[0, 11, 2])
+    # one peak-normalised scale for all
+    norm = _image(panels[0, 0]).norm
+    assert all(_image(ax).norm is norm for ax in panels.ravel()[[0, 2, 3, 4, 5]])
+    assert isinstance(norm, AsinhNorm) and (norm.vmin, norm.vmax, norm.linear_width) == (0.0, 1.0, 0.02)
+    assert _colorbar_label(_image(panels[2, 1])) == "flux / peak flux"  # the bar of the last stamp drawn
+    _check_saves(fig, tmp_path)
+
+
+def test_stamps_by_kind_in_pixels_and_linear():
+    images = np.stack([_blob(S), _blob(S) - 0.01])
+    fig = plots.stamps_by_kind(images, ["a", "b"], ["x", "y"], 1, stretch="linear")
+    assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["a\nN = 1", "b\nN = 1"]  # unknown kinds keep their name
+    assert np.allclose(_image(fig.axes[0]).get_extent(), [-8, 8, -8, 8])
+    assert _texts(fig.axes[0]) == ["2 pix"]
+    norm = _image(fig.axes[1]).norm
+    assert type(norm) is Normalize and np.isclose(norm.vmin, images.min()) and norm.vmax == 1.0
+
+
+def test_filter_table_figure(tmp_path):
+    table = _filter_table()
+    fig = plots.filter_table_figure(table)
+    assert len(fig.axes) == 2
+    bars, table_ax = fig.axes
+    kept, removed = bars.containers
+    # first cut on top; removed stacked after kept
+    assert [b.get_y() + b.get_height() / 2 for b in kept] == [3, 2, 1, 0]
+    assert [b.get_width() for b in kept] == table["n_kept"].tolist()
+    assert [b.get_width() for b in removed] == table["n_removed"].tolist()
+    assert [b.get_x() for b in removed] == table["n_kept"].tolist()
+    assert [t.get_text() for t in bars.get_yticklabels()] == [
+        "cosmos · catalogue: magnitude", "cosmos · catalogue: exclusion", "cosmos · stamps: size",
+        "xdf · catalogue: detection"]
+    assert _texts(bars)[0] == "80/100 kept (80.0%)"
+    assert any(np.allclose(line.get_ydata(), 0.5) for line in bars.lines)  # cosmos | xdf separator
+    cells = table_ax.tables[0].get_celld()
+    assert [cells[0, c].get_text().get_text() for c in range(8)] == [
+        "kind", "stage", "cut", "description", "in", "kept", "removed", "% kept"]
+    assert [cells[3, c].get_text().get_text() for c in (0, 1, 2, 4, 5, 6, 7)] == [
+        "cosmos", "stamps", "size", "70", "60", "10", "85.7"]
+    assert "\n" in cells[3, 3].get_text().get_text()  # long descriptions wrapped
+    _check_saves(fig, tmp_path)
+
+
+def test_filter_table_figure_completes_missing_columns():
+    df = _filter_table().drop(columns=["source_kind", "n_removed"])
+    bars, _ = plots.filter_table_figure(df).axes
+    assert [b.get_width() for b in bars.containers[1]] == [20, 10, 10, 10]  # n_in - n_kept
+    assert all(t.get_text().startswith("all · ") for t in bars.get_yticklabels())
+
+
+# --- training, VAE, fits -----------------------------------------------------------------------
+
+
+def _metrics():
+    return pd.DataFrame({
+        "stage": [1, 0, 0, 1, 0], "epoch": [0, 0, 1, 1, 2],
+        "train_loss": [0.4, 1.0, 0.5, 0.3, 0.45], "val_loss": [0.5, 1.1, 0.6, 0.55, 0.7],
+        "loss": ["mse", "mae", "mae", "mse", "mae"], "lr": [1e-4, 1e-3, 1e-3, 1e-4, 1e-3],
+    })
+
+
+def test_learning_curve():
+    fig = plots.learning_curve(_metrics(), ylabel="loss (MSE)")
+    ax, ax_lr = fig.axes
+    train, val = ax.lines[0], ax.lines[1]  # stage 0, sorted by epoch, then stage 1 from epoch 4
+    assert np.array_equal(train.get_xdata(), [1, 2, 3]) and np.array_equal(train.get_ydata(), [1.0, 0.5, 0.45])
+    assert np.array_equal(val.get_ydata(), [1.1, 0.6, 0.7])
+    stage1 = [line for line in ax.lines if np.array_equal(line.get_xdata(), [4, 5])]
+    assert [list(line.get_ydata()) for line in stage1] == [[0.4, 0.3], [0.5, 0.55]]
+    best = [tuple(np.ravel(line.get_xydata())) for line in ax.lines if line.get_markersize() == 10]
+    assert best == [(2, 0.6), (4, 0.5)]  # best validation epoch per stage
+    assert any(np.allclose(line.get_xdata(), 3.5) for line in ax.lines)  # stage boundary
+    assert _texts(ax) == ["stage 0: mae", "stage 1: mse"]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "loss (MSE)"
+    lr = [line for line in ax_lr.lines if line.get_drawstyle() == "steps-mid"]
+    assert len(lr) == 1 and np.array_equal(lr[0].get_ydata(), [1e-3] * 3 + [1e-4] * 2)
+    assert any(np.allclose(line.get_xdata(), 3.5) for line in ax_lr.lines)
+    assert fig.get_suptitle() == "VAE learning curve"
+    fig = plots.learning_curve(_metrics().drop(columns="lr"), title="CNN")
+    assert len(fig.axes) == 1 and fig.get_suptitle() == "CNN"
+    with pytest.raises(ValueError):
+        plots.learning_curve(_metrics().iloc[:0])
+
+
+def test_vae_reconstructions():
+    inputs = np.stack([_blob(S), _blob(S, 3.0), _ring(S)])
+    recs = inputs * 0.9
+    fig = plots.vae_reconstructions(inputs, recs, ["a", "b", "c"])
+    panels = np.array(fig.axes[:9]).reshape(3, 3)
+    for c in range(3):
+        _assert_shows(panels[0, c], inputs[c])
+        _assert_shows(panels[1, c], recs[c])
+        _assert_shows(panels[2, c], inputs[c] - recs[c])
+    assert [ax.get_title() for ax in panels[0]] == ["a", "b", "c"]
+    assert [ax.get_ylabel() for ax in panels[:, 0]] == ["input", "reconstruction", "residual"]
+    assert _image(panels[0, 0]).norm is _image(panels[1, 2]).norm
+    rnorm = _image(panels[2, 0]).norm
+    assert np.isclose(rnorm.vmax, -rnorm.vmin) and np.isclose(rnorm.vmax, np.percentile(0.1 * inputs, 99.5))
+    assert _colorbar_label(_image(panels[0, 2])) == "flux / peak flux"
+    assert _colorbar_label(_image(panels[2, 2])) == "input − model"
+
+
+def test_image_gallery_and_latent_interpolation():
+    images = np.stack([_blob(S, 1 + 0.5 * k) * (k + 1) for k in range(5)])
+    fig = plots.image_gallery(images, n_cols=3, titles=list("abcde"))
+    panels = fig.axes[:6]
+    for k in range(5):
+        _assert_shows(panels[k], images[k])
+    assert not panels[5].axison and [ax.get_title() for ax in panels[:5]] == list("abcde")
+    norm = _image(panels[0]).norm
+    assert (norm.vmin, norm.vmax) == (0.0, pytest.approx(images.max()))
+    ends = np.stack([_blob(S), _ring(S)])
+    fig = plots.latent_interpolation(images[:4], endpoints=ends, labels=("g0", "g1"))
+    panels = np.array(fig.axes[:8]).reshape(2, 4)
+    assert [ax.get_title() for ax in panels[0]] == ["t = 0.00", "t = 0.33", "t = 0.67", "t = 1.00"]
+    _assert_shows(panels[0, 2], images[2])
+    _assert_shows(panels[1, 0], ends[0])
+    _assert_shows(panels[1, 3], ends[1])
+    assert [ax.get_title() for ax in panels[1, [0, 3]]] == ["g0", "g1"]
+    assert not panels[1, 1].axison and not panels[1, 1].images
+
+
+def test_fit_comparison():
+    data = np.stack([_blob(S), _blob(S, 3.0)])
+    models = {"sersic": data * 0.9, "vae": data * 1.1}
+    fig = plots.fit_comparison(data, models, labels=["gal0", "gal1"], chi2_nu={"sersic": [1, 2], "vae": [3, 4]},
+                               noise_sigma=[0.1, 0.2])
+    panels = np.array(fig.axes[:10]).reshape(2, 5)
+    for r, sigma in enumerate((0.1, 0.2)):
+        _assert_shows(panels[r, 0], data[r])
+        _assert_shows(panels[r, 1], models["sersic"][r])
+        _assert_shows(panels[r, 4], (data[r] - models["vae"][r]) / sigma)
+    assert [ax.get_title() for ax in panels[0, :3]] == ["data", "sersic\nχ²/ν=1.00", "residual"]
+    assert panels[1, 3].get_title() == "χ²/ν=4.00" and panels[1, 0].get_ylabel() == "gal1"
+    rnorm = _image(panels[0, 2]).norm
+    assert (rnorm.vmin, rnorm.vmax) == (-5, 5) and _image(panels[0, 2]).get_cmap().name == "RdBu_r"  # diverging
+    assert _colorbar_label(_image(panels[1, 4])) == "(data − model)/σ"
+    fig = plots.fit_comparison(data, {"sersic": models["sersic"]})  # raw residuals on their own scale
+    _assert_shows(fig.axes[2], data[0] - models["sersic"][0])
+    assert _colorbar_label(_image(fig.axes[5])) == "data − model"
+
+
+def test_fit_comparison_lensed():
+    data = 2 * _ring(S).astype(float)
+    true = _blob(8).astype(float)
+    models = {"pixel": data * 0.8, "vae": data}
+    sources = {"pixel": true * 0.5, "vae": true}
+    fig = plots.fit_comparison_lensed(data, 0.1, models, sources, true, 0.08, 0.04,
+                                      scores={"vae": "χ²/ν=1.0"}, suptitle="one galaxy")
+    panels = np.array(fig.axes[:10]).reshape(2, 5)
+    _assert_shows(panels[0, 1], models["pixel"])
+    _assert_shows(panels[0, 2], (data - models["pixel"]) / 0.1)
+    _assert_shows(panels[0, 3], sources["pixel"])
+    _assert_shows(panels[1, 4], true)
+    assert np.allclose(_image(panels[0, 0]).get_extent(), [-0.64, 0.64, -0.64, 0.64])
+    assert np.allclose(_image(panels[0, 3]).get_extent(), [-0.16, 0.16, -0.16, 0.16])
+    img_norm, src_norm = _image(panels[0, 0]).norm, _image(panels[0, 4]).norm
+    assert np.isclose(img_norm.linear_width, 0.1)
+    assert np.isclose(src_norm.vmin, -0.05 * true.max()) and np.isclose(src_norm.vmax, 1.05 * true.max())
+    assert [ax.get_ylabel() for ax in panels[:, 0]] == ["pixel", "vae\nχ²/ν=1.0"]
+    assert _texts(panels[0, 0]) == ['0.2"'] and _texts(panels[0, 4]) == ['0.05"']
+    assert fig.get_suptitle() == "one galaxy"
 
 
 # --- scripts, run as Snakemake would, with a stand-in `snakemake` object -----------------
 
 
 class _Named(list):
-    """Snakemake's named input list: items by position and, for a dict, by name."""
+    """Snakemake's named input/output list: items by position and, for a dict, by name."""
 
     def __init__(self, items):
         self.names = dict(items) if isinstance(items, dict) else {}
@@ -218,9 +517,12 @@ class _Named(list):
 
 
 def _run_script(name, tmp_path, inputs, output, params=None, wildcards=None):
+    """Run ``scripts/<name>.py``; ``output`` is one path or a dict of named ones. Checks that each
+    output is a PNG with the rule's provenance and that the log says so."""
     log = tmp_path / "logs" / f"{name}.log"
+    outputs = _Named(output if isinstance(output, dict) else [output])
     smk = SimpleNamespace(
-        input=_Named(inputs), output=[str(output)], log=[str(log)],
+        input=_Named(inputs), output=outputs, log=[str(log)],
         params=SimpleNamespace(**(params or {})), wildcards=SimpleNamespace(**(wildcards or {})),
         scriptdir=str(ROOT / "scripts"), config={"figures": {"n_examples": 6}},
     )
@@ -233,15 +535,16 @@ def _run_script(name, tmp_path, inputs, output, params=None, wildcards=None):
         sys.stderr = stderr
         logging.getLogger().handlers[:] = handlers
         logging.captureWarnings(False)
-    assert Path(output).stat().st_size > 0
-    assert "wrote" in log.read_text()
     from PIL import Image
 
-    with Image.open(output) as png:  # provenance embedded by save_figure
-        assert json.loads(png.info["Description"])["rule"] == name
+    for out in outputs:
+        assert Path(out).stat().st_size > 0
+        assert f"wrote {out}" in log.read_text()
+        with Image.open(out) as png:  # provenance embedded by save_figure
+            assert json.loads(png.info["Description"])["rule"] == name
 
 
-def _write_pairs(path, rng, split, n=2):
+def _write_pairs(path, rng, split, n=2, attrs=None):
     source, noiseless, lensed, sigma = _pairs(rng, n)
     params = _lens_params(rng, n)
     meta = pd.DataFrame(params, columns=LENS_PARAMETERS)
@@ -254,7 +557,7 @@ def _write_pairs(path, rng, split, n=2):
     write_dataset(
         path, {"lensed": lensed, "lensed_noiseless": noiseless, "source": source, "noise_sigma": sigma,
                "lens_params": params},
-        meta, kind="pairs", attrs={"pixel_scale_arcsec": 0.08, "lens_model": "SIE"},
+        meta, kind="pairs", attrs={"pixel_scale_arcsec": 0.08, "lens_model": "SIE"} if attrs is None else attrs,
     )
     return path
 
@@ -285,6 +588,14 @@ def test_script_pairs_and_lens_params(tmp_path, rng):
                 wildcards={"lens": "SIE"})
 
 
+def test_script_pairs_without_pixel_scale_fails(tmp_path, rng):
+    path = _write_pairs(tmp_path / "pairs_SIE_test.h5", rng, "test", attrs={"lens_model": "SIE"})
+    with pytest.raises(ValueError, match=r"pairs_SIE_test\.h5.*pixel_scale_arcsec.*rerun the rule that makes it"):
+        _run_script("plot_pair_examples", tmp_path, [path], tmp_path / "examples_SIE.png",
+                    {"n_examples": 6}, {"lens": "SIE"})
+    assert not (tmp_path / "examples_SIE.png").exists()
+
+
 def test_script_sr_without_pixel_scales(tmp_path, rng):
     n, low_n = 3, 8
     low = (np.stack([_ring(low_n, 2.5)] * n) + rng.normal(0, 0.05, (n, low_n, low_n))).astype(np.float32)
@@ -298,3 +609,8 @@ def test_script_sr_without_pixel_scales(tmp_path, rng):
     write_dataset(tmp_path / "sr_SIS_noisy_test.h5", arrays, meta, kind="sr")  # no pixel-scale attrs
     _run_script("plot_sr_examples", tmp_path, [tmp_path / "sr_SIS_noisy_test.h5"], tmp_path / "sr.png",
                 {"n_examples": 2}, {"lens": "SIS", "noise": "noisy"})
+
+
+def test_script_lensing_demo(tmp_path):
+    outputs = {name: tmp_path / f"lensing_{name}.png" for name in ("models", "magnification", "backward")}
+    _run_script("lensing_demo", tmp_path, [], outputs, {"seed": 3})

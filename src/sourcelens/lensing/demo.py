@@ -59,7 +59,7 @@ def demo_figures(rng: np.random.Generator, source_pixels: int = 64, source_scale
     naive scattering leaves holes and piles (the "flower" artefact of study 004) and exact
     overlaps do not.
     """
-    from .plots import plot_backward, plot_lens_models, plot_magnification
+    from ..plots.lensing import plot_backward, plot_lens_models, plot_magnification  # deferred: it imports this package
 
     cases = demo_lens_cases(rng)
     source = clumpy_source(source_pixels, source_scale, rng)

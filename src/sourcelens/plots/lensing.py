@@ -1,6 +1,9 @@
-"""Figures of lensing: lensed images per lens model, magnification with critical curves and
-caustics, and naive vs exact-overlap backward mapping. Each function returns a Figure
-(object-oriented matplotlib: no pyplot state, no backend switch)."""
+"""Figures of lensing (rule ``lensing_demo``): lensed images per lens model, magnification with
+critical curves and caustics, and naive vs exact-overlap backward mapping.
+
+Imports torch and :mod:`sourcelens.lensing`; :mod:`sourcelens.plots` loads it only when one of
+these figures is asked for.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +11,31 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
-from .backward import SourceGrid
-from .conventions import pixel_grid
-from .forward import LensingSimulator
-from .maps import caustics, critical_curves, magnification
+from ..lensing.backward import SourceGrid
+from ..lensing.conventions import pixel_grid
+from ..lensing.forward import LensingSimulator
+from ..lensing.maps import caustics, critical_curves, magnification
+from .style import IMAGE_CMAP, extent
 
 __all__ = ["plot_lens_models", "plot_magnification", "plot_backward"]
 
 LensCase = tuple[str, Sequence[str], Sequence[Mapping[str, Any]]]
 
 
-def _extent(n: int, scale: float) -> tuple[float, float, float, float]:
-    h = n * scale / 2
-    return (-h, h, -h, h)
-
-
-def _curves(ax, curves: Sequence[np.ndarray], color: str, label: str | None = None) -> None:
+def _curves(ax: Axes, curves: Sequence[np.ndarray], color: str, label: str | None = None) -> None:
+    """Draw (K, 2) arrays of (x, y) arcsec as lines, the first one labelled."""
     for k, c in enumerate(curves):
         ax.plot(c[:, 0], c[:, 1], color=color, lw=0.9, label=label if k == 0 else None)
 
 
-def _image(ax, img: np.ndarray, extent, title: str, cmap: str = "magma", **kw):
-    im = ax.imshow(img, origin="lower", extent=extent, cmap=cmap, **kw)
+def _image(ax: Axes, img: np.ndarray, ext, title: str, cmap: str = IMAGE_CMAP, **kw) -> AxesImage:
+    """An image on arcsec axes with a title; ``kw`` go to ``imshow`` (norm, vmin, vmax)."""
+    im = ax.imshow(img, origin="lower", extent=ext, cmap=cmap, **kw)
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("x [arcsec]", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -44,21 +47,21 @@ def plot_lens_models(source: torch.Tensor, source_pixel_scale: float, cases: Seq
     """Top row: the source (flux per pixel) with each lens' caustics; bottom row: its lensed
     image with the critical curves, one column per lens model."""
     sim = LensingSimulator(n_pix, pixel_scale, supersample)
-    m = source.shape[-1]
     fig = Figure(figsize=(3.0 * len(cases), 6.2), layout="constrained")
     axes = fig.subplots(2, len(cases), squeeze=False)
-    src_ext = _extent(m, source_pixel_scale)
+    src_ext = extent(tuple(source.shape), source_pixel_scale)
+    img_ext = extent((n_pix, n_pix), pixel_scale)
     for k, (name, models, kws) in enumerate(cases):
         img = sim.image(models, kws, ["PIXELATED"], [dict(image=source, pixel_scale=source_pixel_scale)])
         crit = critical_curves(models, kws, n_pix, pixel_scale)
-        _image(axes[0, k], source.numpy(), src_ext, f"source, {name} caustics")
-        _curves(axes[0, k], caustics(crit, models, kws), "cyan")
-        axes[0, k].set_xlim(src_ext[:2])
-        axes[0, k].set_ylim(src_ext[2:])
-        _image(axes[1, k], img.numpy(), _extent(n_pix, pixel_scale), f"lensed by {name}")
-        _curves(axes[1, k], crit, "cyan")
-        axes[1, k].set_xlim(_extent(n_pix, pixel_scale)[:2])
-        axes[1, k].set_ylim(_extent(n_pix, pixel_scale)[2:])
+        for ax, shown, ext, title, curves in (
+            (axes[0, k], source, src_ext, f"source, {name} caustics", caustics(crit, models, kws)),
+            (axes[1, k], img, img_ext, f"lensed by {name}", crit),
+        ):
+            _image(ax, shown.numpy(), ext, title)
+            _curves(ax, curves, "cyan")
+            ax.set_xlim(ext[:2])  # the curves may leave the image
+            ax.set_ylim(ext[2:])
     axes[0, 0].set_ylabel("y [arcsec]", fontsize=8)
     axes[1, 0].set_ylabel("y [arcsec]", fontsize=8)
     return fig
@@ -73,9 +76,8 @@ def plot_magnification(lens_models: Sequence[str], kwargs_lens: Sequence[Mapping
     cau = caustics(crit, lens_models, kwargs_lens)
     fig = Figure(figsize=(10, 4.5), layout="constrained")
     a, b = fig.subplots(1, 2)
-    ext = _extent(n_pix, pixel_scale)
-    im = _image(a, np.clip(mu, 1e-2, 1e3), ext, f"|magnification| {title}", cmap="viridis",
-                norm=LogNorm(1e-1, 1e2))
+    im = _image(a, np.clip(mu, 1e-2, 1e3), extent((n_pix, n_pix), pixel_scale), f"|magnification| {title}",
+                cmap="viridis", norm=LogNorm(1e-1, 1e2))
     fig.colorbar(im, ax=a, label="|mu|")
     _curves(a, crit, "red", "critical curves")
     a.legend(fontsize=7, loc="lower right")
@@ -94,11 +96,12 @@ def plot_magnification(lens_models: Sequence[str], kwargs_lens: Sequence[Mapping
 def plot_backward(image: torch.Tensor, image_pixel_scale: float, true_source: torch.Tensor,
                   naive_source: torch.Tensor, overlap_source: torch.Tensor, grid: SourceGrid,
                   mask: torch.Tensor | None = None) -> Figure:
-    """Lensed image, true source, naive-scatter and exact-overlap reconstructions (same grid)."""
+    """Lensed image, true source, naive-scatter and exact-overlap reconstructions (same grid,
+    same linear scale from 0 to the true source's peak); ``mask`` outlines the traced region."""
     fig = Figure(figsize=(15, 4), layout="constrained")
     axes = fig.subplots(1, 4)
     vmax = float(true_source.max())
-    _image(axes[0], image.numpy(), _extent(image.shape[-1], image_pixel_scale), "lensed image")
+    _image(axes[0], image.numpy(), extent(tuple(image.shape), image_pixel_scale), "lensed image")
     _image(axes[1], true_source.numpy(), grid.extent, "true source", vmin=0, vmax=vmax)
     _image(axes[2], naive_source.numpy(), grid.extent, "naive pixel scatter", vmin=0, vmax=vmax)
     _image(axes[3], overlap_source.numpy(), grid.extent, "exact pixel overlaps", vmin=0, vmax=vmax)

@@ -1,0 +1,55 @@
+"""Figures of the project, one module per subject; every figure function is re-exported here
+(``from sourcelens import plots; plots.pair_examples(...)``).
+
+- :mod:`.style`: the shared look (norms, colour bars, extents, scale bars, panel grids);
+- :mod:`.data`: galaxy stamps per kind, the source-selection table;
+- :mod:`.simulations`: lensed/unlensed pairs, lens-parameter distributions, super-resolution examples;
+- :mod:`.training`: learning curves of staged trainings;
+- :mod:`.vae`: VAE reconstructions, prior samples, latent interpolation;
+- :mod:`.fits`: galaxy fits, unlensed and lensed;
+- :mod:`.lensing`: lens models, magnification maps, backward mapping (loaded on first use: it
+  imports torch).
+
+The coming studies add ``cnn.py`` (lens-parameter regression), ``sr.py`` (super-resolution) and
+``deblend.py`` here, built on :mod:`.style`.
+
+Conventions: every function takes plain arrays or tables and returns a
+:class:`matplotlib.figure.Figure` built without pyplot (no GUI backend, no global figure state;
+works under Agg and on headless nodes), ready for :func:`sourcelens.io.save_figure`. Arrays are
+indexed ``[row, column]`` and drawn with ``origin="lower"``; axes are offsets from the image
+centre in arcsec (x to the right, y up), so lens centres ``center_x, center_y`` and source
+positions share the axes. Images use an arcsinh stretch (linear below ``linear_width``,
+logarithmic above), with the linear width set by the noise level where known, so faint lensed
+arcs and the noise are both visible.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .data import filter_table_figure, stamps_by_kind
+from .fits import fit_comparison, fit_comparison_lensed
+from .simulations import example_labels, format_lens_params, lens_parameter_histograms, pair_examples, sr_examples
+from .style import asinh_norm, asinh_ticks
+from .training import learning_curve
+from .vae import image_gallery, latent_interpolation, vae_reconstructions
+
+_LENSING = ("plot_lens_models", "plot_magnification", "plot_backward")
+
+__all__ = [
+    "asinh_norm", "asinh_ticks", "format_lens_params", "example_labels",
+    "stamps_by_kind", "filter_table_figure",
+    "pair_examples", "lens_parameter_histograms", "sr_examples",
+    "learning_curve",
+    "vae_reconstructions", "image_gallery", "latent_interpolation",
+    "fit_comparison", "fit_comparison_lensed",
+    *_LENSING,
+]
+
+
+def __getattr__(name: str) -> Any:
+    """The lensing figures, imported on first use (so that other figures do not import torch)."""
+    if name in _LENSING:
+        return getattr(import_module(".lensing", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
