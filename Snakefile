@@ -35,9 +35,7 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/simulate.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/fit.smk"
+include: "workflow/rules/vae.smk"
 
 
 rule all:

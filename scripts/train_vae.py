@@ -1,5 +1,6 @@
 """Rule train_vae: train the galaxy VAE (study 000) on the training stamps, validate on the validation
-stamps; writes the model, the per-epoch metrics and the learning curve. Reruns resume from the checkpoints."""
+stamps; writes the model, the per-epoch metrics and the learning curve. Reruns resume from the checkpoints
+in ``vae.checkpoint_dir`` (after a kill, the same model as an uninterrupted run)."""
 
 import sys
 

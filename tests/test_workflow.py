@@ -103,6 +103,7 @@ def test_tiny_end_to_end(tmp_path):
     for f in ("filter_table.png", "stamps_by_kind.png"):
         assert (results / "figures" / f).exists()
     assert list((tmp_path / "logs").rglob("*.log")) and list((tmp_path / "benchmarks").rglob("*.tsv"))
+    _check_vae_and_fits(results, tiny)
     # shard files were temporary
     assert not list((results / "data" / "pairs").rglob("shard_*.h5"))
 
@@ -119,6 +120,49 @@ def test_tiny_end_to_end(tmp_path):
     res = run_snakemake(tmp_path, "--report", str(tmp_path / "report.html"), configs=(REPO / "config" / "tiny.yaml",))
     assert res.returncode == 0, res.stderr[-4000:]
     assert (tmp_path / "report.html").stat().st_size > 50_000
+
+
+def _check_vae_and_fits(results: Path, tiny: dict) -> None:
+    """The study-000 outputs of the tiny run: the model file, its training record, the evaluation and fit tables."""
+    import pandas as pd
+
+    from sourcelens.io import read_meta
+    from sourcelens.models import load_vae
+
+    vae = load_vae(results / "models" / "vae.pt")
+    assert vae.hparams == {"image_size": tiny["stamps"]["size"], "latent_dim": tiny["vae"]["latent_dim"],
+                           "widths": tiny["vae"]["widths"], "in_channels": 1}
+    assert vae.reference_latents is not None and vae.reference_latents.shape[1] == tiny["vae"]["latent_dim"]
+    assert vae.provenance["rule"] == "train_vae" and vae.provenance["config"]["seed"] == tiny["seed"]
+    training = pd.read_csv(results / "metrics" / "vae_training.csv")
+    max_epochs = [s["epochs"] for s in tiny["vae"]["stages"]]
+    assert list(training["stage"].unique()) == [1, 2]
+    assert all(1 <= (training["stage"] == i + 1).sum() <= n for i, n in enumerate(max_epochs))
+    assert np.isfinite(training[["train_loss", "val_loss", "val_mse"]].to_numpy()).all()
+
+    n_test = len(read_meta(results / "data" / "stamps_test.h5"))
+    n_orig = (read_meta(results / "data" / "stamps_test.h5")["augmentation"] == "original").sum()
+    per_stamp = pd.read_csv(results / "metrics" / "vae_test.csv")
+    assert len(per_stamp) == n_test and per_stamp["original"].sum() == n_orig
+    assert per_stamp["ssim"].between(-1, 1).all() and (per_stamp["mse"] >= 0).all()
+    summary = pd.read_csv(results / "tables" / "vae_reconstruction.csv").set_index(["subset", "metric"])
+    assert summary.loc[("originals", "ssim"), "n"] == n_orig and summary.loc[("all stamps", "mse"), "n"] == n_test
+    assert 0 < summary.loc[("originals", "ssim"), "median"] <= 1
+
+    n_max = tiny["fit"]["shapelet_n_max"]
+    galaxies = pd.read_csv(results / "tables" / "fit_galaxies.csv")
+    assert galaxies["method"].tolist() == ["decoder", "sersic"] + [f"sersic+shapelets{n}" for n in n_max]
+    assert (galaxies["n_galaxies"] == min(tiny["fit"]["n_galaxies"], n_orig)).all()
+    assert galaxies["n_params"].tolist() == [tiny["vae"]["latent_dim"] + 4, 7] + [
+        (n + 1) * (n + 2) // 2 + 8 for n in n_max]
+    assert (galaxies["chi2_nu_median"] > 0.5).all() and (galaxies["chi2_nu_median"] < 50).all()
+    assert galaxies["ssim_median"].between(0, 1).all() and (galaxies["seconds_per_galaxy_mean"] > 0).all()
+    lensed = pd.read_csv(results / "tables" / "fit_lensed.csv")
+    assert lensed["method"].tolist() == (["decoder", "sersic"] + [f"sersic+shapelets{n}" for n in n_max]
+                                         + ["pixelated"])
+    assert (lensed["n_galaxies"] == min(tiny["fit"]["lensed"]["n_galaxies"], n_orig)).all()
+    assert np.isfinite(lensed.drop(columns="method").to_numpy(dtype=float)).all()
+    assert lensed["source_ssim_median"].between(-1, 1).all() and (lensed["chi2_nu_median"] > 0.3).all()
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""PyTorch Datasets over sourcelens HDF5 files (stamps, lensing pairs, super-resolution pairs).
+"""PyTorch Datasets over sourcelens HDF5 files (stamps, lensing pairs; any file through H5ArrayDataset).
 
 Files are opened lazily in each worker process (safe with ``DataLoader(num_workers>0)``);
 items are float32 tensors with a leading channel axis, (1, H, W).
@@ -70,10 +70,4 @@ def StampsDataset(path: str | Path, **kw) -> H5ArrayDataset:
 def PairsDataset(path: str | Path, inputs: str = "lensed",
                  targets: str | Sequence[str] = ("source", "lens_params"), **kw) -> H5ArrayDataset:
     """Lensed/unlensed pairs: by default items are ``(lensed, source, lens_params)``."""
-    return H5ArrayDataset(path, inputs, targets, **kw)
-
-
-def SRDataset(path: str | Path, inputs: str = "low_res", targets: str | Sequence[str] = ("high_res",),
-              **kw) -> H5ArrayDataset:
-    """Super-resolution pairs: by default items are ``(low_res, high_res)``."""
     return H5ArrayDataset(path, inputs, targets, **kw)
