@@ -192,6 +192,10 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
     for info in jobs.values():
         assert info["log"].is_file(), f"missing SLURM log {info['log']}"
         assert (tmp_path / ".snakemake" / "slurm_logs") in info["log"].parents
+    # gather and figure rules are local rules: they run on the submit host, never through sbatch
+    submitted_rules = {info["rule"] for info in jobs.values()}
+    assert "simulate_pairs" in submitted_rules and "train_vae" in submitted_rules
+    assert not {r for r in submitted_rules if r.startswith(("gather_", "plot_")) or r == "lensing_demo"}
 
     # Results were written in tmp_path, and the workflow is complete.
     results = tmp_path / "results"

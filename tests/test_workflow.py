@@ -56,6 +56,9 @@ def test_dry_run(tmp_path, name, btk_dir):
         ({"split": {"fractions": {"train": 0.9, "val": 0.2, "test": 0.1}}}, "split/fractions"),
         ({"sources": {"kinds": ["cosmos"], "cosmos": {"dir": "/no/such/cosmos"}}}, "/no/such/cosmos"),
         ({"sources": {"kinds": ["cosmos"]}}, "sources/cosmos/dir"),
+        ({"stamps": {"size": 20}}, "stamps/size"),     # tiny's VAE halves 3 times: 20 and 33 fail late otherwise
+        ({"stamps": {"size": 33}}, "vae/widths"),
+        ({"fit": {"shapelet_n_max": [30]}}, "fit/shapelet_n_max"),
     ],
 )
 def test_bad_config_named_before_any_job(tmp_path, override, culprit):

@@ -1,7 +1,7 @@
 """The ``sourcelens`` command line: tools for users' own files.
 
     sourcelens info FILE [--rows N]      summary of any sourcelens output (HDF5, CSV, FITS, JSON)
-    sourcelens check-config FILE...      validate config files against the schema
+    sourcelens check-config FILE...      every check the workflow makes of a config (schema, cross-key rules)
     sourcelens clean-checkpoints [DIR...]  remove training checkpoint folders (default results/checkpoints/*)
     sourcelens vae encode MODEL FITS [-o OUT]              latent means of a stamp or an N×H×W cube (.npy or FITS)
     sourcelens vae decode MODEL LATENTS -o OUT.fits        images decoded from latents (.npy or FITS)
@@ -486,7 +486,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p_info = sub.add_parser("info", help="summarise a sourcelens output file")
     p_info.add_argument("files", nargs="+", type=Path)
     p_info.add_argument("--rows", type=int, default=5, help="metadata rows to show")
-    p_check = sub.add_parser("check-config", help="validate config files (merged in order) against the schema")
+    p_check = sub.add_parser("check-config", help="check config files (merged in order) as the workflow does: "
+                                                  "the schema and the rules across keys")
     p_check.add_argument("files", nargs="+", type=Path)
     p_clean = sub.add_parser("clean-checkpoints", help="remove training checkpoint folders (the training caches)")
     p_clean.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
