@@ -1,23 +1,12 @@
-"""Rule catalogue: apply GalSim's exclusion level and the study cuts to a COSMOS catalogue."""
+"""Rule catalogue: GalSim's exclusion level and the study cuts applied to every configured COSMOS catalogue
+(real galaxies and fitted profiles); the selection has a ``kind`` column."""
 
-import pandas as pd
-
-from sourcelens.catalog import FILTER_COLUMNS, select_cosmos
-from sourcelens.config import rng_for
+from sourcelens.catalog import select_sources
 from sourcelens.io import write_table
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
-sources = snakemake.params.sources
-if "cosmos" in sources["kinds"]:
-    cosmos = sources["cosmos"]
-    selection, table = select_cosmos(
-        cosmos["dir"], cosmos["file_name"], cosmos["exclusion_level"], cosmos["cuts"],
-        cosmos["max_galaxies"], rng_for(snakemake.params.seed, "catalogue"),
-    )
-    log.info("selected %d COSMOS galaxies from %s", len(selection), cosmos["dir"])
-else:
-    selection, table = pd.DataFrame(columns=["index", "ident"]), pd.DataFrame(columns=FILTER_COLUMNS)
-    log.info("no cosmos source kind configured: empty selection")
+selection, table = select_sources(snakemake.params.sources, int(snakemake.params.seed))
+log.info("catalogue selection: %s", selection["kind"].value_counts().to_dict() if len(selection) else "none")
 write_table(table, snakemake.output.table)
 write_table(selection, snakemake.output.catalogue)

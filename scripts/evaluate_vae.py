@@ -1,11 +1,11 @@
 """Rule evaluate_vae: the trained VAE on the test split (logic in sourcelens.evaluate.vae).
 
-Per-stamp metrics (every test stamp, augmented copies flagged) → ``metrics``; the summary table
-→ ``table`` for two subsets: ``originals`` (one un-augmented stamp per test galaxy: the headline
-numbers, not weighted by how many copies a galaxy got) and ``all stamps``. Figures: input /
-reconstruction / residual of fixed examples (originals sorted by source id, evenly spaced), decoder
-samples from the prior N(0, I) (seeded with rng_for(seed, "evaluate_vae")), and a latent
-interpolation between the first and the last example galaxy.
+Per-stamp metrics (every test stamp, augmented copies flagged) → ``metrics``; the summary table → ``table``
+per source kind (real galaxies first, their bright ones apart) for two subsets: ``originals`` (one
+un-augmented stamp per test galaxy: the headline numbers) and ``all stamps``. Against the data: χ² per pixel
+with each stamp's noise, SSIM and its noise ceiling; against the noiseless truth where the galaxy was drawn.
+Figures: input / reconstruction / residual of fixed examples (originals sorted by source id, evenly spaced),
+decoder samples from the prior N(0, I) and a latent interpolation between the first and last example.
 """
 
 from sourcelens.logs import log_to_file
@@ -24,25 +24,32 @@ from sourcelens.selection import original_rows, select_examples
 
 torch.set_num_threads(max(1, int(snakemake.threads)))
 cfg = snakemake.params.evaluate
+seed = int(snakemake.params.seed)
 record = provenance(snakemake.config, rule="evaluate_vae", input=list(map(str, snakemake.input)))
 
 vae = load_vae(snakemake.input.model)
-arrays, meta = read_dataset(snakemake.input.test, names=("images",))
+arrays, meta = read_dataset(snakemake.input.test)
 images = arrays["images"].astype(np.float32)
-log.info("%d test stamps (%d originals), VAE %s", len(images), len(original_rows(meta)), vae.hparams)
+truths = arrays.get("images_noiseless")
+log.info("%d test stamps (%d originals) %s, VAE %s", len(images), len(original_rows(meta)),
+         meta["kind"].value_counts().to_dict(), vae.hparams)
 
-table, recs, mus = vae_test_metrics(vae, images, meta)
+table, recs, mus = vae_test_metrics(vae, images, meta, truths, rng=rng_for(seed, "evaluate_vae", "ceiling"),
+                                    ceiling_draws=int(cfg["ceiling_draws"]))
 write_table(table, snakemake.output.metrics)
-summary = vae_summary(table)
+summary = vae_summary(table, float(cfg["bright_snr"]))
 write_table(summary, snakemake.output.table)
-log.info("originals: %s", metrics.describe(summary[summary.subset == "originals"], {"mse", "ssim", "psnr", "ellipticity_error"}))
+originals = summary[summary.subset == "originals"]
+for kind in originals["kind"].unique():
+    log.info("originals, %s: %s", kind, metrics.describe(originals[originals.kind == kind],
+                                                         {"chi2_nu", "ssim", "ssim_fraction", "ssim_truth"}))
 
 examples = select_examples(meta, int(cfg["n_examples"]))
 labels = [f"{meta.source_id[i]}\nSSIM {table.ssim[i]:.3f}" for i in examples]
 fig = plots.vae_reconstructions(images[examples], recs[examples], labels)
 save_figure(fig, snakemake.output.reconstructions, provenance=record)
 
-samples = prior_samples(vae, int(cfg["n_prior_samples"]), rng_for(int(snakemake.params.seed), "evaluate_vae"))
+samples = prior_samples(vae, int(cfg["n_prior_samples"]), rng_for(seed, "evaluate_vae"))
 save_figure(plots.image_gallery(samples), snakemake.output.samples, provenance=record)
 
 a, b = (examples[0], examples[-1]) if len(examples) > 1 else (0, len(images) - 1)

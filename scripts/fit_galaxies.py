@@ -1,6 +1,6 @@
 """Rule fit_galaxies: test galaxies fitted with the VAE decoder and with the Sérsic and Sérsic + shapelets
-baselines (logic in sourcelens.fit.galaxies): per-galaxy metrics, the per-method table and a figure (data,
-model, residual per method) of up to 4 galaxies."""
+baselines (logic in sourcelens.fit.galaxies): per-galaxy metrics, the per-kind, per-method table (real galaxies
+first) and a figure (data, model, residual per method) of up to 4 galaxies."""
 from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
@@ -16,8 +16,10 @@ from sourcelens.models import load_vae
 
 torch.set_num_threads(max(1, int(snakemake.threads)))
 record = provenance(snakemake.config, rule="fit_galaxies", input=list(map(str, snakemake.input)))
+evaluate = snakemake.params.evaluate
 res = fit_test_galaxies(snakemake.input.test, load_vae(snakemake.input.model), snakemake.params.fit,
-                        rng_for(int(snakemake.params.seed), "fit_galaxies"), progress=True)
+                        rng_for(int(snakemake.params.seed), "fit_galaxies"), bright_snr=float(evaluate["bright_snr"]),
+                        ceiling_draws=int(evaluate["ceiling_draws"]), progress=True)
 write_table(res.per_galaxy, snakemake.output.metrics)
 write_table(res.summary, snakemake.output.table)
 log.info("\n%s", res.summary.to_string())

@@ -17,7 +17,8 @@ torch.set_num_threads(max(1, int(snakemake.threads)))
 cfg = snakemake.params.fit
 lcfg = cfg["lensed"]
 scenes = lensed.lensed_test_scenes(snakemake.input.test, lcfg["n_galaxies"], snakemake.params.pairs,
-                                   lcfg["lens_model"], rng_for(int(snakemake.params.seed), "fit_lensed"))
+                                   lcfg["lens_model"], rng_for(int(snakemake.params.seed), "fit_lensed"),
+                                   snakemake.params.source_kinds)
 vae = load_vae(snakemake.input.model)
 log.info("%d test galaxies (%s ...) lensed by %s + shear; model %s (latent %d)", len(scenes), scenes.source_ids[:3],
          lcfg["lens_model"], snakemake.input.model, vae.latent_dim)
@@ -36,7 +37,7 @@ row = metrics[metrics["galaxy"] == i].set_index("method")
 scores = {name: f"χ²/ν={row.loc[name, 'chi2_nu']:.2f}, SSIM={row.loc[name, 'source_ssim']:.2f}" for name in fits}
 fig = plots.fit_comparison_lensed(
     scenes.data[i], scenes.sigma[i], {k: f.model[i] for k, f in fits.items()}, {k: f.source[i] for k, f in fits.items()},
-    true_source_on_grid(scenes)[i], scenes.pixel_scale, scenes.source_pixel_scale, scores=scores,
+    true_source_on_grid(scenes)[i], scenes.pixel_scale, float(scenes.source_pixel_scale[i]), scores=scores,
     suptitle=f"lensed source fits, lens fixed ({scenes.lens_model} + shear): {scenes.source_ids[i]}",
 )
 save_figure(fig, snakemake.output.figure, provenance=provenance(snakemake.config, rule="fit_lensed",

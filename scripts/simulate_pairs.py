@@ -6,17 +6,18 @@ log = log_to_file(snakemake.log[0])
 
 from sourcelens.config import rng_for
 from sourcelens.io import provenance, read_dataset, write_dataset
-from sourcelens.simulate import pairs_array_attrs, pairs_attrs, simulate_pairs
+from sourcelens.simulate import lensing_sources, pairs_array_attrs, pairs_attrs, simulate_pairs
 
 wc = snakemake.wildcards
 params = snakemake.params
 cfg = params.pairs
 rng = rng_for(params.seed, "simulate_pairs", wc.lens, wc.split, wc.shard)
 
-arrays, meta = read_dataset(snakemake.input[0], names=("images",))
-log.info("read %d stamps from %s", len(meta), snakemake.input[0])
+arrays, meta = read_dataset(snakemake.input[0])
+images, meta = lensing_sources(arrays, meta, params.source_kinds)
+log.info("read %d stamps of %s from %s", len(meta), list(params.source_kinds), snakemake.input[0])
 log.info("simulating %d %s pairs for split %s, shard %s", params.n, wc.lens, wc.split, wc.shard)
-out, table = simulate_pairs(arrays["images"], meta, params.n, wc.lens, cfg, rng)
+out, table = simulate_pairs(images, meta, params.n, wc.lens, cfg, rng)
 
 attrs = pairs_attrs(cfg, wc.lens)
 attrs.update(

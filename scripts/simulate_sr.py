@@ -11,7 +11,7 @@ log = log_to_file(snakemake.log[0])
 
 from sourcelens.config import rng_for
 from sourcelens.io import provenance, read_dataset, write_dataset
-from sourcelens.simulate import simulate_sr, sr_array_attrs, sr_attrs
+from sourcelens.simulate import lensing_sources, simulate_sr, sr_array_attrs, sr_attrs
 
 wc = snakemake.wildcards
 params = snakemake.params
@@ -20,9 +20,9 @@ rng = rng_for(params.seed, "simulate_sr", wc.split, wc.shard)
 
 images = meta = None
 if cfg["source"] == "stamps":
-    arrays, meta = read_dataset(snakemake.input[0], names=("images",))
-    images = arrays["images"]
-    log.info("read %d stamps from %s", len(meta), snakemake.input[0])
+    arrays, meta = read_dataset(snakemake.input[0])
+    images, meta = lensing_sources(arrays, meta, params.source_kinds)
+    log.info("read %d stamps of %s from %s", len(meta), list(params.source_kinds), snakemake.input[0])
 log.info("simulating %d %s %s super-resolution pairs (%s sources) for split %s, shard %s",
          params.n, wc.lens, wc.noise, cfg["source"], wc.split, wc.shard)
 out, table = simulate_sr(

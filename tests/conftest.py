@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the repository and to the small real COSMOS samples."""
+"""Shared fixtures: paths to the repository and to the real COSMOS samples shipped with sourcelens."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 GALAXIES = Path(os.environ.get("SOURCELENS_GALAXIES", REPO.parent / "shared" / "galaxies"))
 
 
-def _sample(name: str) -> Path:
-    path = GALAXIES / name
-    if not path.is_dir():
-        pytest.skip(f"real COSMOS sample '{name}' not found at {path} (set SOURCELENS_GALAXIES to the folder "
-                    "holding cosmos_btk_ext26/ and cosmos23.5_example_params/)")
-    return path
+def _shipped(name: str) -> Path:
+    from sourcelens.samples import sample_dir
+
+    return sample_dir(name)
 
 
 @pytest.fixture
@@ -26,14 +24,14 @@ def repo() -> Path:
 
 @pytest.fixture
 def btk_dir() -> Path:
-    """100 real F814W COSMOS stamps (no selection file)."""
-    return _sample("cosmos_btk_ext26")
+    """100 real F814W COSMOS stamps with PSFs (no selection file): the sample shipped with sourcelens."""
+    return _shipped("cosmos_btk_ext26")
 
 
 @pytest.fixture
 def example_params_dir() -> Path:
-    """GalSim's 23.5 example catalogue with fits and selection files, no galaxy images."""
-    return _sample("cosmos23.5_example_params")
+    """GalSim's 23.5 example catalogue with fits and selection files, no galaxy images (shipped)."""
+    return _shipped("cosmos23.5_example_params")
 
 
 @pytest.fixture

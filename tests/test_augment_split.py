@@ -83,7 +83,23 @@ def test_split_by_source_no_leakage():
 def test_leak_detected_and_small_split_errors():
     a = pd.DataFrame({"source_id": ["x", "y"]})
     b = pd.DataFrame({"source_id": ["y"]})
-    with pytest.raises(AssertionError, match="'y'"):
+    with pytest.raises(AssertionError, match="source_id 'y'"):
         check_no_leakage({"train": a, "test": b})
     with pytest.raises(ValueError, match="'val' split"):
         assign_splits(["a", "b"], {"train": 0.8, "val": 0.1, "test": 0.1}, np.random.default_rng(0))
+
+
+def test_every_array_gets_the_same_copies():
+    """The noiseless truth is rotated and flipped exactly as the image (same angles, same kept copies), and
+    real galaxies' NaN truth stays NaN."""
+    imgs, meta = _stamps(3)
+    truth = imgs * 0.5
+    truth[1] = np.nan
+    cfg = {"rot90": True, "flips": True, "n_random_rotations": 2, "max_copies": 5}
+    out, out_meta = augment({"images": imgs, "images_noiseless": truth}, meta, cfg, np.random.default_rng(4))
+    alone, alone_meta = augment(imgs, meta, cfg, np.random.default_rng(4))
+    assert np.array_equal(out["images"], alone) and out_meta.equals(alone_meta)     # the draws do not change
+    parent = out_meta["parent_index"].to_numpy()
+    ok = parent != 1
+    np.testing.assert_allclose(out["images_noiseless"][ok], 0.5 * out["images"][ok], rtol=1e-5, atol=1e-7)
+    assert np.isnan(out["images_noiseless"][~ok]).all()

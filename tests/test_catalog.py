@@ -1,10 +1,10 @@
-"""Catalogue reading and the study cuts, on the real COSMOS samples in ../shared/galaxies."""
+"""Catalogue reading, the study cuts and the galaxies of the real COSMOS samples shipped with sourcelens."""
 
 import numpy as np
 import pytest
 
 from sourcelens.catalog import CatalogueError, find_catalogue_file, read_cosmos_catalogue, select_cosmos
-from sourcelens.sources import cosmos_galaxies
+from sourcelens.sources import cosmos_fit_galaxies, cosmos_galaxies
 
 
 def test_read_catalogue_columns(example_params_dir):
@@ -48,15 +48,63 @@ def test_missing_directory_and_file(tmp_path, example_params_dir):
 
 def test_missing_image_files_named(example_params_dir):
     sel, _ = select_cosmos(example_params_dir, None, "none", {})
-    with pytest.raises(CatalogueError, match=r"real_galaxy_images.fits.*missing"):
-        next(cosmos_galaxies(sel, example_params_dir, None, "real"))
+    with pytest.raises(CatalogueError, match=r"real_galaxy_images.fits.*missing.*cosmos_fit"):
+        next(cosmos_galaxies(sel, example_params_dir, None))
 
 
-def test_real_and_parametric_cosmos_galaxies(btk_dir, example_params_dir):
-    sel, _ = select_cosmos(btk_dir, None, "none", {"mag_max": 24.0})
-    gals = list(cosmos_galaxies(sel.head(5), btk_dir, None, "real"))
-    assert len(gals) == 5 and all(g.pixel_scale_arcsec == pytest.approx(0.03) for g in gals)
-    assert all(g.source_id.startswith("cosmos-") and np.isfinite(g.image).all() for g in gals)
-    sel2, _ = select_cosmos(example_params_dir, None, "marginal", {})
-    par = list(cosmos_galaxies(sel2.head(3), example_params_dir, None, "parametric"))
-    assert len(par) == 3 and all(g.image.sum() > 0 for g in par)
+def test_shipped_samples_are_complete_with_licence_and_citations():
+    import hashlib
+
+    from sourcelens.samples import GALAXIES, SAMPLES, sample_dir
+
+    for line in (GALAXIES / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split()
+        assert hashlib.sha256((GALAXIES / name).read_bytes()).hexdigest() == digest, name
+    readme = (GALAXIES / "README.md").read_text()
+    for name in SAMPLES:
+        assert (sample_dir(name) / "LICENSE").is_file() and name in readme
+    for ref in ("Koekemoer", "Mandelbaum", "MIT", "BSD-3-Clause"):
+        assert ref in readme
+    with pytest.raises(ValueError, match="unknown shipped galaxy sample"):
+        sample_dir("cosmos_25.2")
+
+
+def test_real_galaxies_of_the_shipped_sample(btk_dir):
+    """All 100 galaxies: unique ids from the catalogue, 0.03" stamps whose background scatter is the catalogue's
+    noise sigma, and an HST PSF for each."""
+    import galsim
+
+    from sourcelens.stamps import estimate_noise_sigma
+
+    sel, _ = select_cosmos(btk_dir, None, "none", {})
+    gals = list(cosmos_galaxies(sel, btk_dir, None))
+    assert len(gals) == 100 and len({g.source_id for g in gals}) == 100
+    assert [g.source_id for g in gals] == [f"cosmos-{i}" for i in sel["ident"]]
+    assert all(g.kind == "cosmos" and g.pixel_scale_arcsec == pytest.approx(0.03) and g.truth is None for g in gals)
+    ratio = np.array([estimate_noise_sigma(g.image) / g.noise_sigma for g in gals])
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.15), np.median(ratio)
+    rgc = galsim.RealGalaxyCatalog(find_catalogue_file(btk_dir).name, dir=str(btk_dir))
+    for i in sel["index"].head(10):
+        psf = rgc.getPSFImage(int(i))
+        peak = np.unravel_index(psf.array.argmax(), psf.array.shape)
+        assert psf.scale == pytest.approx(0.03) and abs(psf.array.sum() - 1) < 0.05
+        assert np.allclose(peak, (np.array(psf.array.shape) - 1) / 2, atol=1)    # centred
+
+
+def test_cosmos_fit_galaxies(example_params_dir):
+    """GalSim's fitted profiles with each galaxy's PSF: the truth noiseless, the image the truth plus noise of
+    the catalogue's sigma, reproducible per seed."""
+    sel, _ = select_cosmos(example_params_dir, None, "marginal", {})
+    assert len(sel) == 96
+    a = list(cosmos_fit_galaxies(sel.head(4), example_params_dir, None, np.random.default_rng(1)))
+    b = list(cosmos_fit_galaxies(sel.head(4), example_params_dir, None, np.random.default_rng(1)))
+    c = list(cosmos_fit_galaxies(sel.head(4), example_params_dir, None, np.random.default_rng(2)))
+    for g, h, k, row in zip(a, b, c, sel.head(4).itertuples()):
+        assert g.kind == "cosmos_fit" and g.source_id == f"cosmosfit-{row.ident}"
+        assert np.array_equal(g.image, h.image) and not np.array_equal(g.image, k.image)
+        assert np.array_equal(g.truth, k.truth) and g.truth.sum() > 0
+        assert g.noise_sigma == pytest.approx(np.sqrt(row.noise_variance))
+        assert np.std(g.image - g.truth) == pytest.approx(g.noise_sigma, rel=0.05)
+        assert g.truth[0].max() < 5e-3 * g.truth.max()     # the stamp holds the galaxy (16 half-light radii)
+    quiet = next(cosmos_fit_galaxies(sel.head(1), example_params_dir, None, np.random.default_rng(1), noise=False))
+    assert np.array_equal(quiet.image, quiet.truth) and quiet.noise_sigma == 0

@@ -14,8 +14,8 @@ def test_defaults_filled_and_valid():
 @pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper.yaml"])
 def test_shipped_configs_validate(repo, name, btk_dir):
     overrides = None
-    if name == "paper.yaml":  # the downloaded COSMOS 25.2 sample is not here: the small real one stands in
-        overrides = {"sources": {"cosmos": {"dir": str(btk_dir)}}}
+    if name == "paper.yaml":  # the downloaded COSMOS 25.2 sample is not here: the shipped ones stand in
+        overrides = {"sources": {"cosmos": {"dir": str(btk_dir)}, "cosmos_fit": {"dir": str(btk_dir)}}}
         with pytest.raises(ConfigError, match="sources/cosmos/dir"):
             load_config(repo / "config" / name, overrides={"sources": {"cosmos": {"dir": "/no/such/dir"}}})
     load_config(repo / "config" / name, overrides=overrides)

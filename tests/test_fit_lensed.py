@@ -20,6 +20,7 @@ STAMP = 16
 def _pairs_cfg(**noise) -> dict:
     cfg = validate_config({"simulate": {"pairs": {
         "num_pix": 24, "pixel_scale_arcsec": 0.1, "source_pixel_scale_arcsec": 0.05, "supersampling": 2,
+        "source_taper_fraction": 0.0,
         "psf": {"type": "GAUSSIAN", "fwhm_arcsec": 0.15},
         "noise": {"background_rms": 0.01, "poisson": False, **noise},
         "source_offset_arcsec": 0.0, "source_magnitude": [21.0, 21.0],
@@ -79,7 +80,8 @@ def test_torch_operator_reproduces_lenstronomy_image():
     problem = S.imaging_problem(scenes)
     stamp = torch.as_tensor(scenes.true_source_image(), dtype=torch.float64)
     xy = torch.as_tensor(scenes.source_xy)
-    image = problem.image(pixelated(*problem.rays_of(), stamp, scenes.source_pixel_scale, xy[:, 0], xy[:, 1]))
+    scale = torch.as_tensor(scenes.source_pixel_scale)[:, None, None]
+    image = problem.image(pixelated(*problem.rays_of(), stamp, scale, xy[:, 0], xy[:, 1]))
     peak = scenes.noiseless.max()
     np.testing.assert_allclose(image.numpy(), scenes.noiseless, atol=2e-3 * peak)
 
@@ -99,14 +101,16 @@ def test_pixelated_fit_recovers_noiseless_smooth_source():
 
 @pytest.mark.parametrize("init", ["prior", "encoder"])
 def test_decoder_lensed_fit_recovers_known_latent(blob_vae, init):
-    """fit_decoder through a lens (its `forward` path): latents, flux, centre and zoom of two decoded galaxies
-    come back from their noiseless lensed images, from the prior or the encoder, started off centre."""
+    """fit_decoder through a lens (its `forward` path): latents, flux, centre and zoom of two decoded galaxies of
+    different sizes on the sky come back from their noiseless lensed images, from the prior or the encoder,
+    started off centre."""
     z_true = np.random.default_rng(7).normal(0, 0.5, (2, 6)).astype(np.float32)
     with torch.no_grad():
         stamps = blob_vae.decode(torch.from_numpy(z_true))[:, 0].double().numpy()
     cfg = _pairs_cfg(background_rms=1e-3)
-    cfg["source_pixel_scale_arcsec"] = 0.025                          # 32 pixels: the same 0.8" field
-    scenes = S.simulate_lensed(stamps, cfg, np.random.default_rng(2))
+    cfg["source_pixel_scale_arcsec"] = None                           # each stamp's own scale: 0.8" and 0.64"
+    scenes = S.simulate_lensed(stamps, cfg, np.random.default_rng(2), pixel_scales=[0.025, 0.02])
+    np.testing.assert_allclose(scenes.source_pixel_scale, [0.025, 0.02])
     scenes.data = scenes.noiseless.copy()
     problem = S.imaging_problem(scenes)
     start = S.true_source_on_grid(scenes) if init == "encoder" else None
@@ -136,8 +140,10 @@ def test_fit_lensed_all_table_has_every_method(small_vae):
     for col in ("chi2_nu", "source_mse", "source_ssim", "seconds"):
         assert np.isfinite(metrics[col]).all(), col
     table = L.summary_table(metrics)
-    assert table["method"].tolist() == expected
-    assert (table["n_galaxies"] == 2).all()
+    # per kind, real galaxies first (here one each of two kinds), then all
+    assert table["kind"].tolist() == ["cosmos"] * 5 + ["parametric"] * 5 + ["all"] * 5
+    assert table["method"].tolist() == expected * 3
+    assert (table["n_galaxies"] == [1] * 10 + [2] * 5).all()
     for col in ("chi2_nu_mean", "chi2_nu_median", "source_mse_mean", "source_ssim_median", "seconds_mean"):
         assert col in table
     # the linear Sérsic + shapelet solve contains the Sérsic fit (coefficients 1, 0, ...), so it is no worse

@@ -23,7 +23,7 @@ def test_identical_images():
     m = metrics.image_metrics(img, img, sigma=0.01, n_params=3)
     assert m["mse"] == 0 and m["ssim"] == pytest.approx(1.0) and math.isinf(m["psnr"])
     assert m["peak_rel_error"] == 0 and m["flux_rel_error"] == 0
-    assert m["ellipticity_error"] == 0 and m["chi2"] == 0 and m["chi2_nu"] == 0
+    assert m["ellipticity_error"] == 0 and m["chi2"] == 0 and m["chi2_nu"] == 0 and np.isnan(m["ssim_truth"])
 
 
 def test_known_errors():
@@ -144,3 +144,33 @@ def test_select_examples_is_deterministic():
     idx = select_examples(meta, 3)
     assert list(meta.source_id[idx]) == ["k-001", "k-005", "k-009"]
     assert np.array_equal(idx, select_examples(meta, 3))
+
+
+def test_ssim_noise_ceiling_is_what_a_perfect_model_scores():
+    """A perfect (noiseless) model of noisy data scores the ceiling, not 1: the ceiling falls with the noise,
+    is 1 without noise, and ssim_fraction judges the model against it."""
+    truth = _gaussian(0.2, 0.1)
+    truth /= truth.max()
+    rng = np.random.default_rng(4)
+    ceilings = [metrics.ssim_noise_ceiling(truth, s, np.random.default_rng(1), draws=8) for s in (0.0, 0.02, 0.1)]
+    assert ceilings[0] == 1.0 and 1 > ceilings[1] > ceilings[2] > 0
+    data = truth + rng.normal(0, 0.1, truth.shape)
+    m = metrics.image_metrics(data, truth, sigma=0.1, truth=truth, ceiling_rng=np.random.default_rng(2), ceiling_draws=16)
+    assert m["ssim"] == pytest.approx(m["ssim_ceiling"], rel=0.05)      # the perfect model reaches the ceiling
+    assert m["ssim_fraction"] == pytest.approx(1.0, abs=0.05) and m["ssim"] < 0.9
+    assert m["chi2_nu"] == pytest.approx(1.0, abs=0.06)
+    assert m["ssim_truth"] == pytest.approx(1.0) and m["mse_truth"] == 0 and m["ellipticity_error_truth"] == 0
+    shifted = metrics.image_metrics(data, np.roll(truth, 6, 1), sigma=0.1, truth=truth,
+                                    ceiling_rng=np.random.default_rng(2))     # the galaxy in the wrong place
+    assert shifted["ssim_fraction"] < 0.9 and shifted["ssim_truth"] < 0.9 and shifted["chi2_nu"] > 1.5
+    unknown = metrics.image_metrics(data, truth, sigma=0.1, truth=np.full_like(truth, np.nan))
+    assert np.isnan(unknown["ssim_truth"]) and np.isnan(unknown["ssim_ceiling"])
+
+
+def test_by_kind_leads_with_real_galaxies():
+    per = pd.DataFrame({"kind": ["parametric", "cosmos", "cosmos", "cosmos_fit", "cosmos"],
+                        "snr": [50.0, 20.0, 400.0, 900.0, 250.0], "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    out = metrics.by_kind(per, lambda rows: pd.DataFrame({"n": [len(rows)], "x": [rows["x"].mean()]}), 200.0)
+    assert out["kind"].tolist() == ["cosmos", "cosmos_fit", "parametric", "cosmos S/N≥200", "cosmos_fit S/N≥200", "all"]
+    assert out.set_index("kind").loc["cosmos S/N≥200", "n"] == 2 and out.set_index("kind").loc["all", "n"] == 5
+    assert out.columns[0] == "kind"

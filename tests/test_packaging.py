@@ -40,7 +40,12 @@ def test_wheel_installs_and_checks_configs_in_a_fresh_venv(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheels), str(src)], check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("sourcelens-*.whl")
-    assert "sourcelens/schemas/config.schema.yaml" in zipfile.ZipFile(wheel).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "sourcelens/schemas/config.schema.yaml" in names
+    # the real-galaxy samples the default config reads travel with the package, with their licences
+    for sample in ("cosmos_btk_ext26", "cosmos23.5_example_params"):
+        assert f"sourcelens/galaxies/{sample}/LICENSE" in names
+    assert "sourcelens/galaxies/cosmos_btk_ext26/real_galaxy_images_extension.fits" in names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -57,6 +62,12 @@ def test_wheel_installs_and_checks_configs_in_a_fresh_venv(tmp_path):
     ok = subprocess.run([venv / "bin" / "sourcelens", "check-config", str(REPO / "config" / "tiny.yaml")],
                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and "config OK" in ok.stdout, ok.stderr
+    # the installed package finds its shipped sample, outside any checkout
+    found = subprocess.run([py, "-c", "from sourcelens.catalog import read_cosmos_catalogue; "
+                            "from sourcelens.samples import sample_dir; "
+                            "print(len(read_cosmos_catalogue(sample_dir('cosmos_btk_ext26'))))"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert found.stdout.strip() == "100", found.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("stamps: {size: 40}\n")     # 40 is not divisible by 2**4 (the default VAE's four widths)
     res = subprocess.run([venv / "bin" / "sourcelens", "check-config", str(bad)], cwd=tmp_path,

@@ -326,7 +326,7 @@ def test_stamps_by_kind(tmp_path):
     panels = np.array(fig.axes[:6]).reshape(3, 2)
     # rows in the fixed kind order, the first stamps of each kind in file order; a missing one is blank
     assert [ax.get_ylabel() for ax in panels[:, 0]] == [
-        "COSMOS (HST)\nN = 5", "parametric (GalSim)\nN = 20", "XDF (HST)\nN = 10"]
+        "COSMOS (HST, real)\nN = 5", "parametric (GalSim priors)\nN = 20", "XDF (morphology only)\nN = 10"]
     for ax, k in zip(panels.ravel()[[0, 2, 3, 4, 5]], (3, 1, 4, 0, 2)):
         _assert_shows(ax, images[k])
     assert not panels[0, 1].axison and not panels[0, 1].images

@@ -59,7 +59,8 @@ def fake_stamps(m: int = 6, size: int = 64, seed: int = 1) -> tuple[np.ndarray, 
         cx, cy = rng.uniform(-10, 10, 2)
         img += 0.3 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8)  # a clump
         out.append(img / img.max())
-    meta = pd.DataFrame({"source_id": [f"fake-{i}" for i in range(m)], "kind": ["parametric"] * m})
+    meta = pd.DataFrame({"source_id": [f"fake-{i}" for i in range(m)], "kind": ["parametric"] * m,
+                         "pixel_scale_arcsec": 0.03 + 0.01 * (np.arange(m) % 3)})
     return np.asarray(out, dtype=np.float32), meta
 
 
@@ -167,13 +168,20 @@ def test_pairs_outputs_and_lenstronomy_reference(pairs_cfg):
     images, meta = fake_stamps(4)
     n = 4
     arrays, table = simulate_pairs(images, meta, n, "SIE", pairs_cfg, np.random.default_rng(11), progress=False)
+    width = round(pairs_cfg["source_taper_fraction"] * images.shape[-1])
+    ramp = 0.5 * (1 - np.cos(np.pi * (np.arange(width) + 0.5) / width))
+    edge = np.concatenate([ramp, np.ones(images.shape[-1] - 2 * width), ramp[::-1]])
+    taper = np.outer(edge, edge)
     npix, s = pairs_cfg["num_pix"], pairs_cfg["pixel_scale_arcsec"]
     assert set(arrays) == {"lensed", "lensed_noiseless", "source", "noise_sigma", "lens_params"}
     for key in ("lensed", "lensed_noiseless", "source", "noise_sigma"):
         assert arrays[key].shape == (n, npix, npix) and arrays[key].dtype == np.float32
     assert arrays["lens_params"].shape == (n, 8) and arrays["lens_params"].dtype == np.float32
     assert list(table.columns) == (["source_id", "kind", "stamp_index", "lens_model"] + list(LENS_PARAMETERS)
-                                   + ["source_x", "source_y", "source_magnitude"])
+                                   + ["source_x", "source_y", "source_magnitude", "source_pixel_scale_arcsec"])
+    # each source keeps its own size on the sky: the stamp's pixel scale
+    np.testing.assert_array_equal(table["source_pixel_scale_arcsec"],
+                                  meta["pixel_scale_arcsec"].to_numpy()[table["stamp_index"]])
     np.testing.assert_allclose(arrays["lens_params"], table[list(LENS_PARAMETERS)].to_numpy(), rtol=1e-6)
     assert (table["source_id"] == meta["source_id"].to_numpy()[table["stamp_index"]]).all()
 
@@ -188,8 +196,8 @@ def test_pairs_outputs_and_lenstronomy_reference(pairs_cfg):
                            kwargs_numerics={"supersampling_factor": pairs_cfg["supersampling"]})
         kw_lens = [{k: row[k] for k in ("theta_E", "e1", "e2", "center_x", "center_y")},
                    {"gamma1": row["gamma1"], "gamma2": row["gamma2"], "ra_0": 0, "dec_0": 0}]
-        stamp = images[row["stamp_index"]].astype(float)
-        scale = pairs_cfg["source_pixel_scale_arcsec"]
+        stamp = images[row["stamp_index"]].astype(float) * taper    # the edge-tapered stamp is the source
+        scale = meta["pixel_scale_arcsec"][row["stamp_index"]]
         flux = 10 ** (-0.4 * (row["source_magnitude"] - pairs_cfg["magnitude_zero_point"]))
         kw_src = [{"image": stamp, "scale": scale, "center_x": row["source_x"], "center_y": row["source_y"],
                    "phi_G": 0.0, "amp": flux / (stamp.sum() * scale**2)}]
@@ -356,7 +364,8 @@ def test_scripts_simulate_and_gather(tmp_path, config):
         _run_script(
             "simulate_pairs.py", input=[str(stamps)], output=[str(out)], log=[str(tmp_path / f"{shard}.log")],
             wildcards=SimpleNamespace(lens="SIE", split="train", shard=str(shard)),
-            params=SimpleNamespace(pairs=cfg["simulate"]["pairs"], n=n, seed=cfg["seed"]), config=cfg,
+            params=SimpleNamespace(pairs=cfg["simulate"]["pairs"], source_kinds=["parametric"], n=n, seed=cfg["seed"]),
+            config=cfg,
         )
         shards.append(str(out))
     gathered = tmp_path / "pairs_SIE_train.h5"
@@ -373,9 +382,42 @@ def test_scripts_simulate_and_gather(tmp_path, config):
     _run_script(
         "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr.log")],
         wildcards=SimpleNamespace(lens="SIS", noise="noisy", split="val", shard="0"),
-        params=SimpleNamespace(sr=cfg["simulate"]["sr"], n=2, seed=cfg["seed"]), config=cfg,
+        params=SimpleNamespace(sr=cfg["simulate"]["sr"], source_kinds=["parametric"], n=2, seed=cfg["seed"]), config=cfg,
     )
     arrays, table = read_dataset(sr_out)
     assert arrays["high_res"].shape == (2, 32, 32)
     assert read_attrs(sr_out)["high_res_psf_convolved"]
     assert table["source_id"].tolist() == ["sersic-val-0-000000", "sersic-val-0-000001"]
+
+
+def test_source_size_on_the_sky(pairs_cfg):
+    """A stamp's own pixel scale sets its source's size on the sky (null config), a fixed scale overrides it;
+    without either the error names the key. The edge taper leaves the centre and clears the border."""
+    images, meta = fake_stamps(2)
+    meta["pixel_scale_arcsec"] = [0.02, 0.04]
+    same = np.stack([images[0], images[0]])                   # one galaxy, at two sizes on the sky
+    fine = dict(pairs_cfg, source_offset_arcsec=0.0, num_pix=128, pixel_scale_arcsec=0.02)
+    own, t_own = simulate_pairs(same, meta, 6, "SIS", fine, np.random.default_rng(3), progress=False)
+    np.testing.assert_array_equal(t_own["source_pixel_scale_arcsec"],
+                                  meta["pixel_scale_arcsec"].to_numpy()[t_own["stamp_index"]])
+    yy, xx = np.indices((128, 128)) - 63.5
+
+    def rms_radius(img):
+        w = np.clip(img, 0, None) / np.clip(img, 0, None).sum()
+        cy, cx = (w * yy).sum(), (w * xx).sum()
+        return np.sqrt((w * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum())
+
+    size = {s: np.mean([rms_radius(own["source"][i]) for i in np.flatnonzero(t_own["source_pixel_scale_arcsec"] == s)])
+            for s in (0.02, 0.04)}
+    assert size[0.04] == pytest.approx(2 * size[0.02], rel=0.05), size
+    _, t_fix = simulate_pairs(images, meta, 2, "SIS", dict(pairs_cfg, source_pixel_scale_arcsec=0.05),
+                              np.random.default_rng(3), progress=False)
+    assert (t_fix["source_pixel_scale_arcsec"] == 0.05).all()
+    with pytest.raises(ValueError, match="source_pixel_scale_arcsec"):
+        simulate_pairs(images, meta.drop(columns="pixel_scale_arcsec"), 2, "SIS", pairs_cfg, np.random.default_rng(3),
+                       progress=False)
+    from sourcelens.simulate import taper_sources
+
+    tapered = taper_sources(images, 0.125)
+    assert np.array_equal(tapered[:, 20:44, 20:44], images[:, 20:44, 20:44].astype(float))
+    assert np.abs(tapered[:, 0]).max() < 0.01 * np.abs(images).max()

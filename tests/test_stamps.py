@@ -20,7 +20,7 @@ def test_noise_sigma_from_outskirts():
 
 
 def test_centring_and_flux_conserved(stamp_cfg):
-    cfg = dict(stamp_cfg, normalisation="none", rescale=False, edge_taper_fraction=0.0)
+    cfg = dict(stamp_cfg, normalisation="none", rescale="none")
     img = _galaxy(offset=(7.3, -4.6), n=256)
     stamp, info = preprocess(img, 0.03, cfg, "g")
     centred = _galaxy(n=cfg["size"])  # the same galaxy, centred on a stamp of the output size
@@ -31,7 +31,7 @@ def test_centring_and_flux_conserved(stamp_cfg):
 
 
 def test_rescale_fills_stamp_and_conserves_flux(stamp_cfg):
-    cfg = dict(stamp_cfg, normalisation="none", edge_taper_fraction=0.0)
+    cfg = dict(stamp_cfg, normalisation="none", rescale="fill")
     for hlr in (0.25, 0.6):
         img = _galaxy(hlr=hlr, n=160)
         stamp, info = preprocess(img, 0.03, cfg, "g")
@@ -81,11 +81,11 @@ def test_masked_and_snr_cuts(stamp_cfg):
     good = _galaxy() + rng.normal(0, 0.01, (96, 96))
     masked = good.copy()
     masked[:, :30] = 0.0
-    faint = _galaxy(flux=0.5) + rng.normal(0, 0.01, (96, 96))
+    faint = _galaxy(flux=1.5) + rng.normal(0, 0.01, (96, 96))   # detected, S/N about 4
     raws = [RawGalaxy(good, 0.03, "a", "cosmos"), RawGalaxy(masked, 0.03, "b", "cosmos"),
             RawGalaxy(faint, 0.03, "c", "cosmos")]
-    images, meta, table = make_stamps(raws, stamp_cfg, progress=False)
-    assert list(meta["source_id"]) == ["a"]
+    images, truths, meta, table = make_stamps(raws, stamp_cfg, progress=False)
+    assert list(meta["source_id"]) == ["a"] and np.isnan(truths).all()   # real galaxies: no truth
     t = table.set_index("cut")
     assert t.loc["masked", "n_removed"] == 1 and t.loc["low_snr", "n_removed"] == 1
     assert images.shape == (1, 64, 64)
@@ -114,8 +114,8 @@ def test_parametric_galaxies_follow_their_config():
         assert 0.9 * lo <= hlr <= hi, (g.source_id, hlr)
     noisy = list(parametric_galaxies(dict(cfg, noise_sigma=0.01), np.random.default_rng(5)))
     for g, clean in zip(noisy, a):
-        assert g.noise_sigma == pytest.approx(0.01 * clean.image.max())
-        assert np.std(g.image - clean.image) == pytest.approx(g.noise_sigma, rel=0.1)
+        assert g.noise_sigma == 0.01 and np.array_equal(g.truth, clean.image)     # the noiseless truth is kept
+        assert np.std(g.image - g.truth) == pytest.approx(0.01, rel=0.05)
 
 
 def test_xdf_detections():
@@ -127,11 +127,37 @@ def test_xdf_detections():
     assert len({g.source_id for g in gals}) == 10 and all(g.kind == "xdf" for g in gals)
 
 
-def test_edge_taper(stamp_cfg):
+def test_edge_taper():
     from sourcelens.stamps import edge_taper
 
     w = edge_taper(32, 4)
     assert w[16, 16] == 1.0 and w[0, 16] < 0.05 and w[16, -1] < 0.05 and np.allclose(w, w.T)
-    img = _galaxy(hlr=0.6, n=160)
-    stamp, _ = preprocess(img, 0.03, dict(stamp_cfg, normalisation="none"), "g")
-    assert np.abs(stamp[0]).max() < 0.05 * stamp.max()
+
+
+def test_shrink_keeps_small_galaxies_at_their_native_scale(stamp_cfg):
+    """`shrink` (study 000): a small galaxy keeps its 0.03" pixels (its size in arcsec stays visible), a large one
+    is shrunk to fill the stamp; `fill` zooms both to the same apparent size."""
+    shrink, fill = dict(stamp_cfg, rescale="shrink"), dict(stamp_cfg, rescale="fill")
+    small, large = _galaxy(hlr=0.15, n=160), _galaxy(hlr=1.2, n=400)
+    s_small, i_small = preprocess(small, 0.03, shrink, "small")
+    s_large, i_large = preprocess(large, 0.03, shrink, "large")
+    assert i_small["zoom"] == 1.0 and i_small["pixel_scale_arcsec"] == pytest.approx(0.03)
+    assert i_large["zoom"] > 1 and i_large["pixel_scale_arcsec"] == pytest.approx(0.03 * i_large["zoom"])
+    assert half_light_radius(s_small) < 0.5 * half_light_radius(s_large)
+    f_small, _ = preprocess(small, 0.03, fill, "small")
+    f_large, _ = preprocess(large, 0.03, fill, "large")
+    assert half_light_radius(f_small) == pytest.approx(half_light_radius(f_large), rel=0.15)
+
+
+@pytest.mark.parametrize("rescale, hlr", [("shrink", 0.15), ("shrink", 1.2), ("fill", 0.15)])
+def test_noise_sigma_and_truth_follow_the_resampling(stamp_cfg, rescale, hlr):
+    """The stamp's noise_sigma is the scatter of its noise after resampling (interpolated finer, or shrunk);
+    the truth is resampled and scaled exactly as the image, so image − truth is that noise."""
+    cfg = dict(stamp_cfg, rescale=rescale)
+    truth = _galaxy(hlr=hlr, n=400 if hlr > 1 else 160)
+    sigma = 0.002 * truth.max()
+    noisy = truth + np.random.default_rng(5).normal(0, sigma, truth.shape)
+    stamp, info = preprocess(noisy, 0.03, cfg, "g", noise_sigma=sigma, truth=truth)
+    residual = stamp - info["truth_stamp"]
+    assert np.std(residual) == pytest.approx(info["noise_sigma"], rel=0.1)
+    assert info["truth_stamp"].max() == pytest.approx(stamp.max(), rel=0.05)   # the same normalisation

@@ -38,7 +38,7 @@ def test_lint_clean(tmp_path):
 def test_dry_run(tmp_path, name, btk_dir):
     if name == "paper_like":  # the paper DAG with the small real sample standing in for COSMOS 25.2
         base = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-        base["sources"]["cosmos"]["dir"] = str(btk_dir)
+        base["sources"]["cosmos"]["dir"] = base["sources"]["cosmos_fit"]["dir"] = str(btk_dir)
         cfg = write_config(tmp_path / "paper_like.yaml", base)
     else:
         cfg = REPO / "config" / name
@@ -55,7 +55,7 @@ def test_dry_run(tmp_path, name, btk_dir):
         ({"simulate": {"pairs": {"lens_models": ["NFW"]}}}, "NFW"),
         ({"split": {"fractions": {"train": 0.9, "val": 0.2, "test": 0.1}}}, "split/fractions"),
         ({"sources": {"kinds": ["cosmos"], "cosmos": {"dir": "/no/such/cosmos"}}}, "/no/such/cosmos"),
-        ({"sources": {"kinds": ["cosmos"]}}, "sources/cosmos/dir"),
+        ({"sources": {"kinds": ["cosmos"], "cosmos": {"sample": None}}}, "sources/cosmos/dir"),
         ({"stamps": {"size": 20}}, "stamps/size"),     # tiny's VAE halves 3 times: 20 and 33 fail late otherwise
         ({"stamps": {"size": 33}}, "vae/widths"),
         ({"fit": {"shapelet_n_max": [30]}}, "fit/shapelet_n_max"),

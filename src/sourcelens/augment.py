@@ -42,23 +42,38 @@ def dihedral_copies(image: np.ndarray, rot90: bool, flips: bool) -> list[tuple[s
 
 
 def augment(
-    images: np.ndarray, meta: pd.DataFrame, cfg: Mapping[str, Any], rng: np.random.Generator
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Augmented stamps and metadata (parent columns repeated, plus ``augmentation`` and ``parent_index``)."""
-    out_images, out_rows = [], []
-    for i in range(len(images)):
-        copies = dihedral_copies(images[i], cfg["rot90"], cfg["flips"])
+    arrays: Mapping[str, np.ndarray] | np.ndarray, meta: pd.DataFrame, cfg: Mapping[str, Any], rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray] | np.ndarray, pd.DataFrame]:
+    """Augmented stamps and metadata (parent columns repeated, plus ``augmentation`` and ``parent_index``).
+
+    ``arrays``: image stacks (N, S, S) by name (e.g. ``images`` and ``images_noiseless``), every one transformed
+    the same way (the same rotation angles); a single stack gives a single stack back. Random draws (angles,
+    the copies kept under ``max_copies``) do not depend on how many arrays there are.
+    """
+    single = isinstance(arrays, np.ndarray)
+    stacks = {"images": arrays} if single else dict(arrays)
+    first = next(iter(stacks.values()))
+    out: dict[str, list[np.ndarray]] = {k: [] for k in stacks}
+    out_rows = []
+    for i in range(len(first)):
+        names = ["original"] + [n for n, _ in dihedral_copies(first[i], cfg["rot90"], cfg["flips"])[1:]]
+        copies = {k: [c for _, c in dihedral_copies(v[i], cfg["rot90"], cfg["flips"])] for k, v in stacks.items()}
         for _ in range(int(cfg["n_random_rotations"])):
             angle = float(rng.uniform(0.0, 360.0))
-            copies.append((f"rot{angle:.2f}", rotate_flux_conserving(images[i], angle)))
-        if cfg.get("max_copies") is not None and len(copies) > cfg["max_copies"]:
-            keep = [0] + sorted(rng.choice(np.arange(1, len(copies)), size=cfg["max_copies"] - 1, replace=False).tolist())
-            copies = [copies[j] for j in keep]
-        for name, arr in copies:
-            out_images.append(np.ascontiguousarray(arr, dtype=np.float32))
-            out_rows.append((i, name))
+            names.append(f"rot{angle:.2f}")
+            for k, v in stacks.items():
+                copies[k].append(rotate_flux_conserving(v[i], angle))
+        keep = list(range(len(names)))
+        if cfg.get("max_copies") is not None and len(names) > cfg["max_copies"]:
+            keep = [0] + sorted(rng.choice(np.arange(1, len(names)), size=cfg["max_copies"] - 1,
+                                           replace=False).tolist())
+        for j in keep:
+            for k in stacks:
+                out[k].append(np.ascontiguousarray(copies[k][j], dtype=np.float32))
+            out_rows.append((i, names[j]))
     idx = np.array([r[0] for r in out_rows], dtype=np.int64)
     out_meta = meta.iloc[idx].reset_index(drop=True)
     out_meta["augmentation"] = [r[1] for r in out_rows]
     out_meta["parent_index"] = idx
-    return np.stack(out_images), out_meta
+    result = {k: np.stack(v) if v else np.zeros((0, *first.shape[1:]), np.float32) for k, v in out.items()}
+    return (result["images"] if single else result), out_meta

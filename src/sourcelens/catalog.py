@@ -172,11 +172,13 @@ def select_cosmos(
     cuts: Mapping[str, Any],
     max_galaxies: int | None = None,
     rng: np.random.Generator | None = None,
+    source_kind: str = "cosmos",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply GalSim's exclusion level and the catalogue cuts; return (selection, filter table)."""
+    """Apply GalSim's exclusion level and the catalogue cuts; return (selection, filter table), the table's
+    rows labelled with ``source_kind``."""
     cat = read_cosmos_catalogue(directory, file_name)
-    flog = FilterLog("catalogue", "cosmos")
-    flog.rows.append({"stage": "catalogue", "source_kind": "cosmos", "cut": "input",
+    flog = FilterLog("catalogue", source_kind)
+    flog.rows.append({"stage": "catalogue", "source_kind": source_kind, "cut": "input",
                       "description": f"galaxies in {Path(cat.attrs['catalogue_file']).name}",
                       "n_in": len(cat), "n_kept": len(cat), "n_removed": 0})
     kept_index = galsim_exclusion_index(directory, cat.attrs["catalogue_file"], exclusion_level)
@@ -217,5 +219,32 @@ def check_image_files(directory: str | Path, selection: pd.DataFrame) -> None:
             n = int((selection["gal_filename"] == name).sum())
             raise CatalogueError(
                 f"galaxy image file '{directory / name}' referenced by {n} catalogue entries is missing; "
-                "re-download the sample or use sources/cosmos/galaxy_type: parametric"
+                "re-download the sample, or use its parametric fits (source kind cosmos_fit)"
             )
+
+
+#: Source kinds read from RealGalaxyCatalog directories (their config blocks: ``sources.<kind>``).
+CATALOGUE_KINDS = ("cosmos", "cosmos_fit")
+
+
+def select_sources(sources: Mapping[str, Any], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The catalogue selections of every configured catalogue kind (``sources`` = the config section), one
+    table with a ``kind`` column, and their filter table. Random subsets (``max_galaxies``) draw from seeds
+    derived from ``seed``."""
+    from .config import rng_for
+    from .samples import catalogue_dir
+
+    selections, tables = [], []
+    for kind in CATALOGUE_KINDS:
+        if kind not in sources["kinds"]:
+            continue
+        block = sources[kind]
+        rng = rng_for(seed, "catalogue") if kind == "cosmos" else rng_for(seed, "catalogue", kind)
+        sel, table = select_cosmos(catalogue_dir(block), block["file_name"], block["exclusion_level"],
+                                   block["cuts"], block["max_galaxies"], rng, source_kind=kind)
+        log.info("selected %d %s galaxies from %s", len(sel), kind, catalogue_dir(block))
+        selections.append(sel.assign(kind=kind))
+        tables.append(table)
+    if not selections:
+        return pd.DataFrame(columns=["index", "ident", "kind"]), pd.DataFrame(columns=FILTER_COLUMNS)
+    return pd.concat(selections, ignore_index=True), pd.concat(tables, ignore_index=True)

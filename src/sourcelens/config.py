@@ -63,8 +63,8 @@ def check_config(config: Mapping[str, Any]) -> dict:
     """Every check the workflow makes before any job runs; returns the config with defaults filled.
 
     The schema (:func:`validate_config`), then the rules across keys that the schema cannot state:
-    split fractions summing to 1; a COSMOS directory with its catalogue where ``cosmos`` galaxies are
-    asked for; a stamp size the VAE can halve once per width (``vae.widths``); shapelet orders the
+    split fractions summing to 1; a COSMOS catalogue (shipped sample or directory) where ``cosmos`` or
+    ``cosmos_fit`` galaxies are asked for; lensed source kinds that the sources provide; a stamp size the VAE can halve once per width (``vae.widths``); shapelet orders the
     stamp can resolve (``fit.shapelet_n_max``). The Snakefile and ``sourcelens check-config`` both call
     it. Raises :class:`ConfigError` naming every offending key.
     """
@@ -77,19 +77,28 @@ def check_config(config: Mapping[str, Any]) -> dict:
         problems.append(f"config key 'split/fractions': train + val + test must sum to 1, got {total:g}")
 
     sources = cfg["sources"]
-    if "cosmos" in sources["kinds"]:
-        cosmos = sources["cosmos"]
-        if not cosmos["dir"]:
-            problems.append("config key 'sources/cosmos/dir': source kind 'cosmos' needs the path of a GalSim "
-                            "RealGalaxyCatalog directory (e.g. from `galsim_download_cosmos -s 25.2`)")
-        else:
-            from .catalog import CatalogueError, find_catalogue_file
+    for kind in ("cosmos", "cosmos_fit"):
+        if kind not in sources["kinds"]:
+            continue
+        block = sources[kind]
+        if not block["dir"] and not block["sample"]:
+            problems.append(f"config keys 'sources/{kind}/dir' and 'sources/{kind}/sample': source kind '{kind}' "
+                            "needs a GalSim RealGalaxyCatalog directory (e.g. from `galsim_download_cosmos -s 25.2`)"
+                            " or a shipped sample")
+            continue
+        from .catalog import CatalogueError, find_catalogue_file
+        from .samples import catalogue_dir
 
-            try:
-                find_catalogue_file(cosmos["dir"], cosmos["file_name"])
-            except CatalogueError as err:
-                problems.append(f"config key 'sources/cosmos/dir': {err}")
+        try:
+            find_catalogue_file(catalogue_dir(block), block["file_name"])
+        except CatalogueError as err:
+            problems.append(f"config key 'sources/{kind}/dir': {str(err).replace('sources/cosmos/', f'sources/{kind}/')}")
 
+    lensed = [k for k in cfg["simulate"]["source_kinds"] if k in sources["kinds"]]
+    if not lensed:
+        problems.append(
+            f"config keys 'simulate/source_kinds' and 'sources/kinds': none of the lensed source kinds "
+            f"{cfg['simulate']['source_kinds']} is among the configured sources {sources['kinds']}")
     size, widths = cfg["stamps"]["size"], cfg["vae"]["widths"]
     if size % 2 ** len(widths):
         problems.append(

@@ -313,6 +313,12 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         return decode_attrs(fh.attrs)
 
 
+def read_array_attrs(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The attributes (units, description, ...) of every array of a dataset, by array name."""
+    with reading_h5(path) as fh:
+        return {name: decode_attrs(fh[name].attrs) for name in _array_names(fh)}
+
+
 def _array_names(fh: h5py.File) -> tuple[str, ...]:
     """The top-level arrays of a file (its datasets other than the ``meta`` group)."""
     return tuple(k for k, v in fh.items() if k != "meta" and isinstance(v, h5py.Dataset))

@@ -1,39 +1,42 @@
-"""Image-quality metrics between a true and a model galaxy image, and their summaries.
+"""Image-quality metrics between the data, a model and (where known) the noiseless truth, and their summaries.
 
-Every per-image metric compares a *true* image (the reference: the noiseless stamp, or the data)
-with a *model* image (a reconstruction or a fit) of the same shape:
+Every per-image record compares a *model* image (a reconstruction or a fit) with the *data* it models (the
+observed stamp, noise included) and, where the galaxy was drawn, with its noiseless *truth*:
 
-========================  ==================================================================
-``mse``                   mean of (model − true)²
-``ssim``                  structural similarity (Wang et al. 2004) with a Gaussian window of
-                          σ = 1.5 pixels (11 taps), K1 = 0.01, K2 = 0.03, population covariances,
-                          averaged over the window positions inside the image; ``data_range`` =
-                          max − min of the true image. The one SSIM convention of the project:
-                          every table (scikit-image, :func:`ssim`) and the training loss (torch,
-                          :func:`ssim_torch`, the same numbers) use it
-``psnr``                  10 log10(data_range² / mse) in dB (scikit-image), same data_range
-                          (inf if mse = 0)
-``peak_rel_error``        (max model − max true) / max true
-``flux_rel_error``        (Σ model − Σ true) / Σ true
-``e1_true, e2_true``      HSM adaptive-moment ellipticity of the true image (GalSim
-``e1_model, e2_model``    ``FindAdaptiveMom``, ``observed_shape.e1/e2``: the *distortion*
-                          (a²−b²)/(a²+b²) convention, not the reduced shear); NaN with a
-                          logged warning where HSM fails
-``ellipticity_error``     |e_model − e_true| = √(Δe1² + Δe2²)
-``chi2``, ``chi2_nu``     Σ((data − model)/σ)² and χ²/ν with ν = N_pix − n_params (only when
-                          σ is given; σ may be a scalar or a per-pixel map); :func:`chi2` is the
-                          project's one χ², for numpy arrays and torch tensors alike
-========================  ==================================================================
+=============================  =========================================================================
+``chi2``, ``chi2_nu``          Σ((data − model)/σ)² and χ²/ν with ν = N_pix − n_params, σ the data's noise
+                               (a scalar or a per-pixel map); ≈ 1 when the model explains the data to the
+                               noise. NaN without σ. :func:`chi2` is the project's one χ², numpy or torch.
+``mse``, ``ssim``, ``psnr``    against the data. SSIM (Wang et al. 2004) with a Gaussian window of σ = 1.5
+                               pixels (11 taps), K1 = 0.01, K2 = 0.03, population covariances, averaged over
+                               the window positions inside the image; ``data_range`` = max − min of the
+                               reference. The one SSIM convention of the project: every table
+                               (scikit-image, :func:`ssim`) and the training loss (torch, :func:`ssim_torch`,
+                               the same numbers) use it. PSNR in dB (scikit-image), same data range.
+``ssim_ceiling``               the SSIM a perfect model would score against data with this noise: the mean
+                               SSIM of (model + noise) against the model (:func:`ssim_noise_ceiling`); 1 for
+                               noiseless data. Against noisy data SSIM is capped by the noise, so a model is
+                               judged by ``ssim_fraction`` = ssim / ssim_ceiling.
+``peak_rel_error``             (max model − max data) / max data
+``flux_rel_error``             (Σ model − Σ data) / Σ data
+``e1_data, e2_data``           HSM adaptive-moment ellipticity of the data and of the model (GalSim
+``e1_model, e2_model``         ``FindAdaptiveMom``, ``observed_shape.e1/e2``: the *distortion*
+                               (a²−b²)/(a²+b²) convention, not the reduced shear); NaN with a logged warning
+                               where HSM fails
+``ellipticity_error``          |e_model − e_data|
+``mse_truth``, ``ssim_truth``  against the noiseless truth where it is known (drawn galaxies), else NaN;
+``ellipticity_error_truth``    |e_model − e_truth|
+=============================  =========================================================================
 
-:func:`summarise` turns a table of per-image metrics into mean, median, std and the 16th/84th
-percentiles per metric (NaN values ignored).
+:func:`summarise` turns a table of per-image metrics into mean, median, std and the 16th/84th percentiles per
+metric (NaN values ignored); :func:`by_kind` runs a summary per source kind, real galaxies first.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,8 +44,9 @@ import pandas as pd
 log = logging.getLogger("sourcelens.metrics")
 
 METRIC_COLUMNS = (
-    "mse", "ssim", "psnr", "peak_rel_error", "flux_rel_error",
-    "e1_true", "e2_true", "e1_model", "e2_model", "ellipticity_error", "chi2", "chi2_nu",
+    "chi2", "chi2_nu", "mse", "ssim", "ssim_ceiling", "ssim_fraction", "psnr", "peak_rel_error", "flux_rel_error",
+    "e1_data", "e2_data", "e1_model", "e2_model", "ellipticity_error", "mse_truth", "ssim_truth",
+    "ellipticity_error_truth",
 )
 
 
@@ -175,51 +179,68 @@ def reduced_chi2(data: np.ndarray, model: np.ndarray, sigma: float | np.ndarray,
     return chi2(data, model, sigma) / nu
 
 
-def image_metrics(
-    true: np.ndarray, model: np.ndarray, *, sigma: float | np.ndarray | None = None, n_params: int = 0,
-    data: np.ndarray | None = None, label: str = "image",
-) -> dict[str, float]:
-    """All metrics of one (true, model) pair as a dict (keys :data:`METRIC_COLUMNS`).
+def ssim_noise_ceiling(model: np.ndarray, sigma: float | np.ndarray, rng: np.random.Generator,
+                       draws: int = 8) -> float:
+    """The SSIM a perfect model would score against data with Gaussian noise ``sigma`` (a scalar or a map): the mean
+    over ``draws`` realisations of SSIM(model + noise, model), the data's range as data range; 1 for no noise.
+    (White noise: the ceiling of data with correlated noise, e.g. drizzled HST images, is somewhat higher.)"""
+    model = np.asarray(model, dtype=float)
+    sig = np.broadcast_to(np.asarray(sigma, dtype=float), model.shape)
+    if not np.all(np.isfinite(sig)) or not np.any(sig > 0):
+        return 1.0
+    return float(np.mean([ssim(model + rng.standard_normal(model.shape) * sig, model) for _ in range(int(draws))]))
 
-    The χ² compares the model with ``data`` (default: ``true``), e.g. the noisy image that was
-    fitted, while the other metrics compare it with ``true`` (e.g. the noiseless stamp).
-    ``sigma`` None, or zero/non-finite, gives NaN χ².
+
+def image_metrics(
+    data: np.ndarray, model: np.ndarray, *, sigma: float | np.ndarray | None = None, n_params: int = 0,
+    truth: np.ndarray | None = None, label: str = "image", ceiling_rng: np.random.Generator | None = None,
+    ceiling_draws: int = 8,
+) -> dict[str, float]:
+    """All metrics of one model of ``data`` as a dict (keys :data:`METRIC_COLUMNS`; see the module docstring).
+
+    ``sigma`` None, or zero/non-finite, gives NaN χ² (and a ceiling of 1); ``truth`` None or all-NaN gives NaN
+    truth metrics; the SSIM ceiling needs ``ceiling_rng`` (NaN without it).
     """
-    true, model = _pair(true, model)
-    e1_t, e2_t = hsm_ellipticity(true, f"{label} (true)")
+    data, model = _pair(data, model)
+    e1_d, e2_d = hsm_ellipticity(data, f"{label} (data)")
     e1_m, e2_m = hsm_ellipticity(model, f"{label} (model)")
     out = {
-        "mse": mse(true, model),
-        "ssim": ssim(true, model),
-        "psnr": psnr(true, model),
-        "peak_rel_error": peak_rel_error(true, model),
-        "flux_rel_error": flux_rel_error(true, model),
-        "e1_true": e1_t, "e2_true": e2_t, "e1_model": e1_m, "e2_model": e2_m,
-        "ellipticity_error": float(np.hypot(e1_m - e1_t, e2_m - e2_t)),
         "chi2": math.nan, "chi2_nu": math.nan,
+        "mse": mse(data, model), "ssim": ssim(data, model), "ssim_ceiling": math.nan, "ssim_fraction": math.nan,
+        "psnr": psnr(data, model), "peak_rel_error": peak_rel_error(data, model),
+        "flux_rel_error": flux_rel_error(data, model),
+        "e1_data": e1_d, "e2_data": e2_d, "e1_model": e1_m, "e2_model": e2_m,
+        "ellipticity_error": float(np.hypot(e1_m - e1_d, e2_m - e2_d)),
+        "mse_truth": math.nan, "ssim_truth": math.nan, "ellipticity_error_truth": math.nan,
     }
-    if sigma is not None:
-        sig = np.asarray(sigma, dtype=float)
-        if np.all(np.isfinite(sig)) and np.all(sig > 0):
-            ref = true if data is None else np.asarray(data, dtype=float)
-            out["chi2"] = float(chi2(ref, model, sig))
-            out["chi2_nu"] = reduced_chi2(ref, model, sig, n_params)
+    sig = None if sigma is None else np.asarray(sigma, dtype=float)
+    noisy = sig is not None and bool(np.all(np.isfinite(sig)) and np.all(sig > 0))
+    if noisy:
+        out["chi2"] = float(chi2(data, model, sig))
+        out["chi2_nu"] = reduced_chi2(data, model, sig, n_params)
+    if ceiling_rng is not None:
+        out["ssim_ceiling"] = ssim_noise_ceiling(model, sig if noisy else 0.0, ceiling_rng, ceiling_draws)
+        out["ssim_fraction"] = out["ssim"] / out["ssim_ceiling"]
+    if truth is not None and np.all(np.isfinite(truth)):
+        truth = np.asarray(truth, dtype=float)
+        e1_t, e2_t = hsm_ellipticity(truth, f"{label} (truth)")
+        out.update(mse_truth=mse(truth, model), ssim_truth=ssim(truth, model),
+                   ellipticity_error_truth=float(np.hypot(e1_m - e1_t, e2_m - e2_t)))
     return out
 
 
 def batch_metrics(
-    true: np.ndarray, model: np.ndarray, *, sigma: float | Sequence[float] | np.ndarray | None = None,
-    n_params: int = 0, data: np.ndarray | None = None, labels: Iterable[str] | None = None,
+    data: np.ndarray, model: np.ndarray, *, sigma: float | Sequence[float] | np.ndarray | None = None,
+    n_params: int = 0, truth: np.ndarray | None = None, labels: Iterable[str] | None = None,
+    ceiling_rng: np.random.Generator | None = None, ceiling_draws: int = 8,
 ) -> pd.DataFrame:
-    """Metrics of stacks (N, H, W) of true and model images: one row per image.
-
-    ``sigma``: None, a scalar, one value per image (N,), or per-pixel maps (N, H, W).
-    """
-    true = np.asarray(true, dtype=float)
+    """:func:`image_metrics` of stacks (N, H, W) of data and model images (and truths, NaN where unknown): one
+    row per image. ``sigma``: None, a scalar, one value per image (N,), or per-pixel maps (N, H, W)."""
+    data = np.asarray(data, dtype=float)
     model = np.asarray(model, dtype=float)
-    if true.shape != model.shape or true.ndim != 3:
-        raise ValueError(f"expected two (N, H, W) stacks of equal shape, got {true.shape} and {model.shape}")
-    n = len(true)
+    if data.shape != model.shape or data.ndim != 3:
+        raise ValueError(f"expected two (N, H, W) stacks of equal shape, got {data.shape} and {model.shape}")
+    n = len(data)
     if sigma is None:
         sigmas: list = [None] * n
     else:
@@ -227,11 +248,34 @@ def batch_metrics(
         sigmas = list(np.broadcast_to(s, (n,))) if s.ndim <= 1 else list(s)
     labels = list(labels) if labels is not None else [f"image {i}" for i in range(n)]
     rows = [
-        image_metrics(true[i], model[i], sigma=sigmas[i], n_params=n_params,
-                      data=None if data is None else data[i], label=labels[i])
+        image_metrics(data[i], model[i], sigma=sigmas[i], n_params=n_params,
+                      truth=None if truth is None else truth[i], label=labels[i], ceiling_rng=ceiling_rng,
+                      ceiling_draws=ceiling_draws)
         for i in range(n)
     ]
     return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+
+
+def by_kind(per: pd.DataFrame, summary: Callable[[pd.DataFrame], pd.DataFrame], bright_snr: float | None = None
+            ) -> pd.DataFrame:
+    """``summary`` of the rows of each source kind (column ``kind``), real galaxies first
+    (:data:`sourcelens.names.SOURCE_KINDS` order), then, with ``bright_snr`` and an ``snr`` column, of each kind's
+    galaxies at or above that signal-to-noise (``"<kind> S/N≥<bright_snr>"``: where the noise no longer hides a
+    model's own errors), then of all rows (``"all"``); the group name leads each row as column ``kind``."""
+    from .names import SOURCE_KINDS
+
+    kinds = per["kind"].astype(str) if "kind" in per else pd.Series("all", index=per.index)
+    present = [k for k in SOURCE_KINDS if (kinds == k).any()] + sorted(set(kinds) - set(SOURCE_KINDS))
+    groups = [(k, per[kinds == k]) for k in present]
+    if bright_snr is not None and "snr" in per:
+        for k in present:
+            bright = per[(kinds == k) & (per["snr"] >= bright_snr)]
+            if len(bright):
+                groups.append((f"{k} S/N≥{bright_snr:g}", bright))
+    groups.append(("all", per))
+    parts = [summary(rows).assign(kind=name) for name, rows in groups]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["kind", *[c for c in out.columns if c != "kind"]]]
 
 
 def summarise(df: pd.DataFrame, metrics: Sequence[str] | None = None, by: str | Sequence[str] | None = None) -> pd.DataFrame:

@@ -14,4 +14,17 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: lens centre ``center_x, center_y`` (arcsec) and external shear ``gamma1, gamma2``.
 LENS_PARAMETERS: tuple[str, ...] = ("theta_E", "gamma", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
 
-__all__ = ["LENS_PARAMETERS", "SPLITS"]
+#: Source kinds, in the order every table and figure shows them: real galaxies first (a headline carried by
+#: easy drawn galaxies would mislead), then GalSim's fits of real galaxies, galaxies drawn from priors, and the
+#: XDF picture's cut-outs (morphology only: not linear flux).
+SOURCE_KINDS: tuple[str, ...] = ("cosmos", "cosmos_fit", "parametric", "xdf")
+
+#: What each kind is, for table captions and figure labels.
+SOURCE_KIND_LABELS: dict[str, str] = {
+    "cosmos": "COSMOS (HST, real)",
+    "cosmos_fit": "COSMOS fits (GalSim)",
+    "parametric": "parametric (GalSim priors)",
+    "xdf": "XDF (morphology only)",
+}
+
+__all__ = ["LENS_PARAMETERS", "SOURCE_KINDS", "SOURCE_KIND_LABELS", "SPLITS"]

@@ -36,10 +36,13 @@ def _originals_by_id(meta: pd.DataFrame) -> np.ndarray:
     return orig[np.argsort(meta["source_id"].astype(str).to_numpy()[orig], kind="stable")]
 
 
-def first_originals(meta: pd.DataFrame, n: int | None = None) -> np.ndarray:
+def first_originals(meta: pd.DataFrame, n: int | None = None, *, linear_only: bool = False) -> np.ndarray:
     """Rows of the first ``n`` (all for None) originals in source-id order: one stamp per galaxy,
-    the same galaxies whatever the row order of the file."""
+    the same galaxies whatever the row order of the file. ``linear_only`` skips stamps that are not linear in
+    flux (``flux_linear`` False: the XDF picture), for fits and photometry."""
     rows = _originals_by_id(meta)
+    if linear_only and "flux_linear" in meta.columns:
+        rows = rows[meta["flux_linear"].to_numpy(dtype=bool)[rows]]
     return rows if n is None else rows[: max(0, int(n))]
 
 

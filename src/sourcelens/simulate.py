@@ -37,7 +37,7 @@ from lenstronomy.Util import kernel_util
 
 from .names import LENS_PARAMETERS
 from .priors import sample_prior
-from .stamps import half_light_radius
+from .stamps import edge_taper, half_light_radius
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ __all__ = [
     "draw_pair_scenes",
     "pairs_renderer",
     "render_pairs",
+    "lensing_sources",
+    "source_pixel_scales",
+    "taper_sources",
     "magnitude_to_counts",
     "add_noise",
     "LensedImageRenderer",
@@ -338,17 +341,60 @@ def pairs_renderer(lens_model: str, cfg: Mapping[str, Any]) -> LensedImageRender
                                int(cfg.get("supersampling", 1)))
 
 
+def lensing_sources(arrays: Mapping[str, np.ndarray], meta: pd.DataFrame, kinds: Sequence[str]
+                    ) -> tuple[np.ndarray, pd.DataFrame]:
+    """The stamps that the simulations lens: the rows of ``kinds`` (``simulate.source_kinds``), each as its
+    noiseless truth (``images_noiseless``) where the galaxy was drawn, else as observed (``images``). Returns
+    (images, their metadata with a fresh index); ValueError naming the kinds if none is left."""
+    keep = meta["kind"].astype(str).isin(list(kinds)).to_numpy() if "kind" in meta else np.ones(len(meta), bool)
+    if "flux_linear" in meta:
+        keep = keep & meta["flux_linear"].to_numpy(dtype=bool)
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        present = sorted(set(meta["kind"].astype(str))) if "kind" in meta else []
+        raise ValueError(f"no stamps of the lensed source kinds {list(kinds)} (simulate/source_kinds); the stamps "
+                         f"hold {present}")
+    images = np.asarray(arrays["images"])[rows]
+    truth = arrays.get("images_noiseless")
+    if truth is not None:
+        truth = np.asarray(truth)[rows]
+        known = np.isfinite(truth).all(axis=(1, 2))
+        images = np.where(known[:, None, None], truth, images)
+    return images, meta.iloc[rows].reset_index(drop=True)
+
+
+def source_pixel_scales(meta: pd.DataFrame, rows: np.ndarray, cfg: Mapping[str, Any]) -> np.ndarray:
+    """Arcsec per source-stamp pixel of the stamps ``rows``: ``cfg["source_pixel_scale_arcsec"]`` if set, else
+    each stamp's own ``pixel_scale_arcsec`` (its size on the sky kept)."""
+    fixed = cfg.get("source_pixel_scale_arcsec")
+    if fixed is not None:
+        return np.full(len(rows), float(fixed))
+    if "pixel_scale_arcsec" not in meta:
+        raise ValueError("the stamps have no pixel_scale_arcsec column: set source_pixel_scale_arcsec in the config")
+    scales = meta["pixel_scale_arcsec"].to_numpy(dtype=float)[rows]
+    if not (np.isfinite(scales).all() and (scales > 0).all()):
+        raise ValueError("stamps without a positive pixel_scale_arcsec: set source_pixel_scale_arcsec in the config")
+    return scales
+
+
+def taper_sources(stamps: np.ndarray, fraction: float) -> np.ndarray:
+    """Source stamps (…, S, S) with a cosine edge taper of ``fraction`` of their side (float64), so that a lensed
+    source and its noise do not show the square outline of the stamp."""
+    stamps = np.asarray(stamps, dtype=float)
+    width = int(round(float(fraction) * stamps.shape[-1]))
+    return stamps * edge_taper(stamps.shape[-1], width) if width else stamps
+
+
 def render_pairs(stamps: np.ndarray, lens_model: str, params: pd.DataFrame, fluxes: np.ndarray,
-                 src_x: np.ndarray, src_y: np.ndarray, cfg: Mapping[str, Any], rng: np.random.Generator, *,
-                 renderer: LensedImageRenderer | None = None, unlensed: bool = True, dtype=np.float32,
-                 progress: bool = True) -> dict[str, np.ndarray]:
-    """Lens stamp i (surface brightness, ``source_pixel_scale_arcsec`` per pixel) with lens ``params`` row i,
-    total flux ``fluxes[i]`` (e-/s) at (``src_x[i]``, ``src_y[i]``) arcsec, and add noise (one ``add_noise``
-    draw per scene, in order). Returns ``lensed_noiseless``, ``lensed``, ``noise_sigma`` and (``unlensed``)
-    ``source`` arrays (n, num_pix, num_pix), e-/s per pixel."""
+                 src_x: np.ndarray, src_y: np.ndarray, scales: np.ndarray, cfg: Mapping[str, Any],
+                 rng: np.random.Generator, *, renderer: LensedImageRenderer | None = None, unlensed: bool = True,
+                 dtype=np.float32, progress: bool = True) -> dict[str, np.ndarray]:
+    """Lens stamp i (surface brightness, ``scales[i]`` arcsec per pixel) with lens ``params`` row i, total flux
+    ``fluxes[i]`` (e-/s) at (``src_x[i]``, ``src_y[i]``) arcsec, and add noise (one ``add_noise`` draw per scene,
+    in order). Returns ``lensed_noiseless``, ``lensed``, ``noise_sigma`` and (``unlensed``) ``source`` arrays
+    (n, num_pix, num_pix), e-/s per pixel."""
     renderer = renderer or pairs_renderer(lens_model, cfg)
     n, num_pix = len(params), int(cfg["num_pix"])
-    scale = float(cfg["source_pixel_scale_arcsec"])
     noise_cfg = cfg.get("noise", {})
     names = ("lensed", "lensed_noiseless") + (("source",) if unlensed else ()) + ("noise_sigma",)
     out = {k: np.empty((n, num_pix, num_pix), dtype=dtype) for k in names}
@@ -356,7 +402,8 @@ def render_pairs(stamps: np.ndarray, lens_model: str, params: pd.DataFrame, flux
     with _progress(n, f"lensing {lens_model}", progress) as bar:
         for i in range(n):
             _, kw_lens = lens_kwargs(lens_model, records[i])
-            kw_src = [_interpol_kwargs(np.asarray(stamps[i], dtype=float), scale, fluxes[i], src_x[i], src_y[i])]
+            kw_src = [_interpol_kwargs(np.asarray(stamps[i], dtype=float), float(scales[i]), fluxes[i],
+                                       src_x[i], src_y[i])]
             lensed, source = renderer.render(kw_lens, kw_src, unlensed=unlensed)
             noisy, sigma = add_noise(lensed, noise_cfg, rng)
             out["lensed_noiseless"][i], out["lensed"][i], out["noise_sigma"][i] = lensed, noisy, sigma
@@ -397,7 +444,9 @@ def simulate_pairs(
     idx = rng.integers(0, len(images), size=n) if n > 0 else np.zeros(0, dtype=int)
     params, src_x, src_y, mags = draw_pair_scenes(n, lens_model, cfg, rng)
     fluxes = magnitude_to_counts(mags, cfg["magnitude_zero_point"])
-    out = render_pairs(images[idx], lens_model, params, fluxes, src_x, src_y, cfg, rng, progress=progress)
+    scales = source_pixel_scales(meta, idx, cfg)
+    sources = taper_sources(images[idx], cfg.get("source_taper_fraction", 0.0))
+    out = render_pairs(sources, lens_model, params, fluxes, src_x, src_y, scales, cfg, rng, progress=progress)
     out["lens_params"] = params[list(LENS_PARAMETERS)].to_numpy(dtype=np.float32)
 
     table = pd.DataFrame({
@@ -412,6 +461,7 @@ def simulate_pairs(
     table["source_x"] = src_x
     table["source_y"] = src_y
     table["source_magnitude"] = mags
+    table["source_pixel_scale_arcsec"] = scales
     table["source_id"] = table["source_id"].astype(object)
     table["kind"] = table["kind"].astype(object)
     return out, table
@@ -439,8 +489,11 @@ def pairs_attrs(cfg: Mapping[str, Any], lens_model: str) -> dict[str, Any]:
         "lens_parameters": list(LENS_PARAMETERS),
         "num_pix": int(cfg["num_pix"]),
         "pixel_scale_arcsec": float(cfg["pixel_scale_arcsec"]),
-        "source_pixel_scale_arcsec": float(cfg["source_pixel_scale_arcsec"]),
-        "source_profile": "INTERPOL (bilinear) of the galaxy stamp, total flux from source_magnitude",
+        "source_pixel_scale_arcsec": ("per stamp (meta column source_pixel_scale_arcsec: the stamp's own scale)"
+                                      if cfg.get("source_pixel_scale_arcsec") is None
+                                      else float(cfg["source_pixel_scale_arcsec"])),
+        "source_taper_fraction": float(cfg.get("source_taper_fraction", 0.0)),
+        "source_profile": "INTERPOL (bilinear) of the edge-tapered galaxy stamp, total flux from source_magnitude",
         "supersampling": int(cfg.get("supersampling", 1)),
         "psf": _psf_description(cfg.get("psf", {})),
         "noise": dict(cfg.get("noise", {})),
@@ -549,7 +602,7 @@ def simulate_sr(
         for i in range(n):
             _, kw_lens = lens_kwargs(lens_model, records[i], with_shear=False)
             if source_kind == "stamps":
-                stamp = images[idx[i]].astype(float)
+                stamp = taper_sources(images[idx[i]], cfg.get("source_taper_fraction", 0.0))
                 stamp_scale[i] = src["source_R_sersic"][i] / max(half_light_radius(stamp), 0.5)
                 kw_src = [_interpol_kwargs(stamp, stamp_scale[i], fluxes[i], src["source_x"][i], src["source_y"][i])]
             else:

@@ -39,11 +39,11 @@ def assign_splits(source_ids: pd.Series | np.ndarray, fractions: Mapping[str, fl
     return np.array([lookup[s] for s in ids], dtype=object)
 
 
-def check_no_leakage(metas: Mapping[str, pd.DataFrame]) -> None:
-    """Raise if any source id appears in more than one split."""
+def check_no_leakage(metas: Mapping[str, pd.DataFrame], column: str = "source_id") -> None:
+    """Raise if any value of ``column`` (a source, or a galaxy on the sky) appears in more than one split."""
     seen: dict[str, str] = {}
     for split, meta in metas.items():
-        for sid in set(meta["source_id"]):
+        for sid in set(meta[column]):
             if sid in seen and seen[sid] != split:
-                raise AssertionError(f"source '{sid}' is in both '{seen[sid]}' and '{split}'")
+                raise AssertionError(f"{column} '{sid}' is in both '{seen[sid]}' and '{split}'")
             seen[sid] = split

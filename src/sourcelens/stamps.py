@@ -207,42 +207,68 @@ def normalise(image: np.ndarray, mode: str, noise_sigma: float = 0.0, asinh_tanh
     raise ValueError(f"unknown normalisation '{mode}' (allowed: peak, asinh_tanh, none)")
 
 
+def zoom_factor(radius_pix: float, cfg: Mapping[str, Any]) -> float:
+    """Input pixels per stamp pixel: ``fill`` maps the galaxy radius to ``fill_radius_fraction`` of the half-stamp,
+    ``shrink`` does so only for galaxies larger than that (never zooming in), ``none`` keeps the native scale."""
+    target = radius_pix / (cfg["fill_radius_fraction"] * int(cfg["size"]) / 2.0)
+    mode = cfg["rescale"]
+    if mode == "fill":
+        return target
+    if mode == "shrink":
+        return max(1.0, target)
+    if mode == "none":
+        return 1.0
+    raise ValueError(f"unknown stamps/rescale {mode!r} (allowed: shrink, fill, none)")
+
+
 def preprocess(
     image: np.ndarray,
     pixel_scale_arcsec: float,
     cfg: Mapping[str, Any],
     source_id: str,
     noise_sigma: float | None = None,
+    truth: np.ndarray | None = None,
+    masked_fraction: float | None = None,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Centre, optionally rotate, rescale and normalise one galaxy image to ``cfg['size']``².
+    """Centre, optionally rotate, rescale (``cfg['rescale']``) and normalise one galaxy image to ``cfg['size']``².
 
-    Returns (stamp or None if rejected, info). ``info`` holds the measurements (arcsec), the
-    output pixel scale, the noise sigma in output units, and ``reject`` (a cut name) if rejected.
+    Returns (stamp or None if rejected, info). ``info`` holds the measurements (arcsec), the output pixel scale,
+    the per-pixel noise sigma of the stamp in its normalised units — measured on the stamp itself: the scatter of
+    stamp − truth where the truth is known, else the robust scatter of its border (resampling correlates and
+    rescales noise, so an input sigma does not carry over) —, ``reject`` (a cut name) if rejected, and with
+    ``truth`` (the noiseless image) ``truth_stamp``: it resampled and normalised exactly as the image (same
+    centre, zoom, angle and scale). ``masked_fraction``: of the observed image where ``image`` was redrawn.
     """
     image = np.asarray(image, dtype=np.float64)
     check_finite(image, source_id)
-    masked_fraction = float((image == 0).mean())
+    masked_fraction = float((image == 0).mean()) if masked_fraction is None else float(masked_fraction)
     image = image - background_level(image)
     sigma_in = estimate_noise_sigma(image) if noise_sigma is None else float(noise_sigma)
     m = measure(image, sigma_in, cfg["fill_threshold"])
     size = int(cfg["size"])
+    angle = m.angle_rad if cfg["rotate_major_axis"] else 0.0
     info: dict[str, Any] = {
         "masked_fraction": masked_fraction, "snr": m.snr,
         "size_arcsec": m.radius_pix * pixel_scale_arcsec, "hlr_arcsec": m.hlr_pix * pixel_scale_arcsec,
-        "angle_deg": np.degrees(m.angle_rad) if cfg["rotate_major_axis"] else 0.0,
+        "angle_deg": np.degrees(angle),
     }
-    zoom = m.radius_pix / (cfg["fill_radius_fraction"] * size / 2.0) if cfg["rescale"] else 1.0
+    zoom = zoom_factor(m.radius_pix, cfg)
     info["zoom"] = zoom
     if zoom > cfg["max_zoom_out"]:
         info["reject"] = "too_large"
         return None, info
-    stamp, outside = resample(image, size, m.centre_yx, zoom, m.angle_rad if cfg["rotate_major_axis"] else 0.0)
+    stamp, outside = resample(image, size, m.centre_yx, zoom, angle)
     info["outside_fraction"] = outside
-    taper = int(round(cfg.get("edge_taper_fraction", 0.0) * size))
-    if taper:
-        stamp = stamp * edge_taper(size, taper)
-    sigma_out = sigma_in * zoom**2  # per output pixel: spline point-sampling keeps σ, the flux factor is zoom²
+    t = None if truth is None else resample(np.asarray(truth, dtype=np.float64), size, m.centre_yx, zoom, angle)[0]
+    sigma_out = float(np.std(stamp - t)) if t is not None else (estimate_noise_sigma(stamp) if sigma_in > 0 else 0.0)
+    if cfg["normalisation"] == "asinh_tanh" and not sigma_out > 0:
+        sigma_out = 0.01 * float(np.abs(stamp).max())   # noiseless: the arcsinh knee at 1 % of the peak
     stamp, scale = normalise(stamp, cfg["normalisation"], sigma_out, cfg["asinh_tanh_scale"])
+    if t is not None:
+        if cfg["normalisation"] == "asinh_tanh":
+            info["truth_stamp"] = normalise(t, "asinh_tanh", sigma_out, cfg["asinh_tanh_scale"])[0].astype(np.float32)
+        else:
+            info["truth_stamp"] = (t / scale).astype(np.float32)
     info.update({
         "pixel_scale_arcsec": pixel_scale_arcsec * zoom,
         "noise_sigma": sigma_out / scale if cfg["normalisation"] != "asinh_tanh" else float("nan"),
@@ -253,16 +279,16 @@ def preprocess(
 
 STAMP_META_COLUMNS = [
     "source_id", "kind", "magnitude", "redshift", "pixel_scale_arcsec", "noise_sigma",
-    "size_arcsec", "hlr_arcsec", "snr", "zoom", "angle_deg", "flux_scale",
+    "size_arcsec", "hlr_arcsec", "snr", "zoom", "angle_deg", "flux_scale", "flux_linear", "galaxy_id",
 ]
 
 
 def make_stamps(raws, cfg: Mapping[str, Any], progress: bool = True):
     """Preprocess raw galaxies (an iterable of :class:`sourcelens.sources.RawGalaxy`) into stamps.
 
-    Applies the image-level cuts (masked area, signal-to-noise, too large to fit) and returns
-    (images (N, size, size) float32, meta DataFrame, filter-table DataFrame). A NaN or all-zero
-    image raises :class:`StampError` naming its source.
+    Applies the image-level cuts (masked area, signal-to-noise, too large to fit) and returns (images
+    (N, size, size) float32, noiseless truths (N, size, size) float32, NaN where a galaxy has none, meta
+    DataFrame, filter-table DataFrame). A NaN or all-zero image raises :class:`StampError` naming its source.
     """
     import pandas as pd
     from tqdm import tqdm
@@ -271,9 +297,12 @@ def make_stamps(raws, cfg: Mapping[str, Any], progress: bool = True):
 
     by_kind: dict[str, list[tuple[np.ndarray | None, dict[str, Any], Any]]] = {}
     for raw in tqdm(raws, desc="stamps", unit="galaxy", disable=not progress, mininterval=2.0):
-        stamp, info = preprocess(raw.image, raw.pixel_scale_arcsec, cfg, raw.source_id, raw.noise_sigma)
+        stamp, info = preprocess(raw.image, raw.pixel_scale_arcsec, cfg, raw.source_id, raw.noise_sigma,
+                                 getattr(raw, "truth", None), getattr(raw, "masked_fraction", None))
+        info["flux_linear"] = bool(getattr(raw, "flux_linear", True))
+        info["galaxy_id"] = getattr(raw, "galaxy_id", None) or raw.source_id
         by_kind.setdefault(raw.kind, []).append((stamp, info, raw))
-    images, rows, tables = [], [], []
+    images, truths, rows, tables = [], [], [], []
     for kind, items in by_kind.items():
         flog = FilterLog("stamps", kind)
         df = pd.DataFrame({"i": np.arange(len(items))})
@@ -296,6 +325,7 @@ def make_stamps(raws, cfg: Mapping[str, Any], progress: bool = True):
         for i in df["i"]:
             stamp, inf, raw = items[i]
             images.append(stamp)
+            truths.append(inf.get("truth_stamp", np.full_like(stamp, np.nan)))
             rows.append({"source_id": raw.source_id, "kind": raw.kind, "magnitude": raw.magnitude,
                          "redshift": raw.redshift, **{k: inf[k] for k in STAMP_META_COLUMNS[4:]}})
     if not images:
@@ -304,4 +334,20 @@ def make_stamps(raws, cfg: Mapping[str, Any], progress: bool = True):
     if meta["source_id"].duplicated().any():
         dup = meta.loc[meta["source_id"].duplicated(), "source_id"].iloc[0]
         raise StampError(f"duplicate source id '{dup}'")
-    return np.stack(images).astype(np.float32), meta, pd.concat(tables, ignore_index=True)
+    return (np.stack(images).astype(np.float32), np.stack(truths).astype(np.float32), meta,
+            pd.concat(tables, ignore_index=True))
+
+
+def stamps_attrs(cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """Root and per-array attributes of a stamps dataset made with the ``stamps`` config ``cfg``."""
+    units = "normalised flux per pixel" if cfg["normalisation"] != "none" else "input flux per pixel"
+    attrs = {"size": int(cfg["size"]), "normalisation": cfg["normalisation"], "rescale": cfg["rescale"],
+             "description": "preprocessed galaxy stamps (centred, rescaled, normalised)"}
+    array_attrs = {
+        "images": {"units": units, "shape": "(N, size, size)",
+                   "description": "the galaxies as observed (real ones) or drawn with noise"},
+        "images_noiseless": {"units": units, "shape": "(N, size, size)",
+                             "description": "the noiseless truth of drawn galaxies, processed exactly as `images` "
+                                            "(NaN for real galaxies, whose truth is unknown)"},
+    }
+    return attrs, array_attrs

@@ -9,6 +9,7 @@ rule simulate_pairs:
         temp("results/data/pairs/{lens}/{split}/shard_{shard}.h5"),
     params:
         pairs=config["simulate"]["pairs"],
+        source_kinds=config["simulate"]["source_kinds"],
         n=lambda wc: shard_count(config["simulate"]["pairs"]["n_samples"][wc.split], wc.shard),
         seed=config["seed"],
     log:
@@ -44,6 +45,7 @@ rule simulate_sr:
         temp("results/data/sr/{lens}_{noise}/{split}/shard_{shard}.h5"),
     params:
         sr=config["simulate"]["sr"],
+        source_kinds=config["simulate"]["source_kinds"],
         n=lambda wc: shard_count(config["simulate"]["sr"]["n_samples"][wc.split], wc.shard),
         seed=config["seed"],
     log:

@@ -85,8 +85,9 @@ rule fit_galaxies:
         ),
     params:
         fit=config["fit"],
+        evaluate=config["evaluate"],
         seed=config["seed"],
-    threads: 1  # seconds per galaxy in the table are per core for every method (lenstronomy's are single-threaded)
+    threads: 1  # seconds per galaxy in the table are per core for every method
     log:
         "logs/fit_galaxies.log",
     benchmark:
@@ -110,8 +111,9 @@ rule fit_lensed:
     params:
         fit=config["fit"],
         pairs=config["simulate"]["pairs"],
+        source_kinds=config["simulate"]["source_kinds"],
         seed=config["seed"],
-    threads: 1  # seconds per galaxy in the table are per core for every method (lenstronomy's are single-threaded)
+    threads: 1  # seconds per galaxy in the table are per core for every method
     log:
         "logs/fit_lensed.log",
     benchmark:

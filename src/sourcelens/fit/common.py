@@ -43,22 +43,23 @@ def best_amplitude(model: Tensor, data: Tensor, sigma: Tensor | None = None, *, 
     return amp.clamp_min(1e-12) if non_negative else amp
 
 
-def image_moments(images: np.ndarray, pixel_scale: float = 1.0) -> dict[str, np.ndarray]:
+def image_moments(images: np.ndarray, pixel_scale: float | np.ndarray = 1.0) -> dict[str, np.ndarray]:
     """Centroid ``cx, cy``, size (√((Ixx + Iyy) / 2)) and ellipticity ``e1, e2`` of images (B, m, m) from the
-    second moments of their part above 5 % of the peak, in units of ``pixel_scale`` on a grid centred on 0
-    (x along columns). The ellipticity is lenstronomy's, (1 − q)/(1 + q) in modulus, converted from the
+    second moments of their part above 5 % of the peak, in units of ``pixel_scale`` (one, or one per image) on a
+    grid centred on 0 (x along columns). The ellipticity is lenstronomy's, (1 − q)/(1 + q) in modulus, converted from the
     moments' distortion χ = (1 − q²)/(1 + q²) by ε = χ / (1 + √(1 − χ²)); clipped to ±0.5. A blank image
     gives the centre, a 5-pixel size and zero ellipticity."""
     images = np.asarray(images, dtype=float)
     m = images.shape[-1]
-    c = (np.arange(m) - (m - 1) / 2) * pixel_scale
-    yy, xx = np.meshgrid(c, c, indexing="ij")
+    scales = np.broadcast_to(np.asarray(pixel_scale, dtype=float), (len(images),))
+    c = np.arange(m) - (m - 1) / 2
     out = {k: np.zeros(len(images)) for k in ("cx", "cy", "size", "e1", "e2")}
     for i, img in enumerate(images):
+        yy, xx = np.meshgrid(c * scales[i], c * scales[i], indexing="ij")
         w = np.clip(img - 0.05 * np.nanmax(img), 0, None)
         tot = w.sum()
         if not np.isfinite(tot) or tot <= 0:
-            out["size"][i] = 5 * pixel_scale
+            out["size"][i] = 5 * scales[i]
             continue
         cx, cy = (w * xx).sum() / tot, (w * yy).sum() / tot
         ixx = (w * (xx - cx) ** 2).sum() / tot
@@ -83,9 +84,9 @@ class ImagingProblem:
 
     ``simulator``: the image grid, supersampling, PSF and binning (:class:`sourcelens.lensing.LensingSimulator`);
     ``rays``: the source-plane positions (x, y) of its sub-pixels, one set per image (B, n·s, n·s) or one shared
-    (n·s, n·s) (no lens); ``data``, ``sigma`` (B, n, n); ``grid`` (x, y) (m, m) and ``grid_pixel_scale``: where
-    sources are evaluated and compared (the true source's stamp grid). Units: arcsec for lensed scenes, pixels
-    for stamps fitted as they are (:meth:`unlensed`).
+    (n·s, n·s) (no lens); ``data``, ``sigma`` (B, n, n); ``grid`` (x, y), (B, m, m) or shared (m, m), and
+    ``grid_pixel_scale`` (B,): where each source is evaluated and compared (the true source's stamp grid). Units:
+    arcsec for lensed scenes, pixels for stamps fitted as they are (:meth:`unlensed`).
     """
 
     simulator: Any
@@ -93,7 +94,7 @@ class ImagingProblem:
     data: Tensor
     sigma: Tensor
     grid: tuple[Tensor, Tensor]
-    grid_pixel_scale: float
+    grid_pixel_scale: Tensor
 
     def __len__(self) -> int:
         return len(self.data)
@@ -102,6 +103,11 @@ class ImagingProblem:
         """The rays of the images ``index`` (all for None; shared rays are the same for every image)."""
         bx, by = self.rays
         return (bx, by) if index is None or bx.ndim == 2 else (bx[index], by[index])
+
+    def grid_of(self, index: int) -> tuple[Tensor, Tensor]:
+        """The evaluation grid (m, m) of image ``index``."""
+        ex, ey = self.grid
+        return (ex, ey) if ex.ndim == 2 else (ex[index], ey[index])
 
     def image(self, surface_brightness: Tensor) -> Tensor:
         """Model images (…, n, n), flux per pixel, of the surface brightness (…, n·s, n·s) at the rays."""
@@ -121,4 +127,4 @@ class ImagingProblem:
         sigma = (sigma.reshape(-1, 1, 1) if sigma.ndim <= 1 else sigma).expand_as(data).clone()
         sim = LensingSimulator(n_pix=data.shape[-1], pixel_scale=1.0, supersample=1, psf=None, dtype=data.dtype)
         grid = sim.grid()
-        return cls(sim, grid, data, sigma, grid, 1.0)
+        return cls(sim, grid, data, sigma, grid, torch.ones(len(data), dtype=data.dtype))

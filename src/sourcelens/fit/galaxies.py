@@ -41,8 +41,9 @@ def add_noise_to_level(images: np.ndarray, own_sigma, target_sigma: float, rng: 
 
 @dataclass
 class GalaxyFits:
-    """The galaxies fitted (``truth``: the stamps, ``data``: with noise, ``sigma`` per galaxy, ``meta``), every
-    method's fits, the per-galaxy metrics and the per-method summary."""
+    """The galaxies fitted (``data``: the stamps with their noise brought to the common level, ``sigma`` per galaxy,
+    ``truth``: the noiseless stamps where known, NaN otherwise, ``meta``), every method's fits, the per-galaxy
+    metrics and the per-kind, per-method summary."""
 
     truth: np.ndarray
     data: np.ndarray
@@ -54,15 +55,17 @@ class GalaxyFits:
 
 
 def fit_test_galaxies(test_path: str | Path, vae, cfg: Mapping[str, Any], rng: np.random.Generator, *,
-                      progress: bool = False) -> GalaxyFits:
-    """Fit the first ``cfg["n_galaxies"]`` originals of a stamps file by source id (``cfg``: the ``fit``
-    config section) after bringing their noise up to ``cfg["noise_sigma"]`` with ``rng``."""
-    rows = first_originals(read_meta(test_path), int(cfg["n_galaxies"]))
+                      bright_snr: float | None = None, ceiling_draws: int = 8, progress: bool = False) -> GalaxyFits:
+    """Fit the first ``cfg["n_galaxies"]`` originals (linear in flux) of a stamps file by source id (``cfg``: the
+    ``fit`` config section) after bringing their noise up to ``cfg["noise_sigma"]`` with ``rng``; the summary
+    has each kind's galaxies at S/N ≥ ``bright_snr`` apart."""
+    rows = first_originals(read_meta(test_path), int(cfg["n_galaxies"]), linear_only=True)
     if len(rows) == 0:
         raise ValueError(f"{test_path}: no original (un-augmented) stamps to fit")
-    arrays, meta = read_dataset(test_path, names=("images",), index=rows)
-    truth = arrays["images"].astype(np.float64)
-    data, sigma = add_noise_to_level(truth, meta["noise_sigma"].to_numpy(dtype=float) if "noise_sigma" in meta
+    arrays, meta = read_dataset(test_path, index=rows)
+    stamps = arrays["images"].astype(np.float64)
+    truth = arrays["images_noiseless"].astype(np.float64) if "images_noiseless" in arrays else None
+    data, sigma = add_noise_to_level(stamps, meta["noise_sigma"].to_numpy(dtype=float) if "noise_sigma" in meta
                                      else np.zeros(len(meta)), float(cfg["noise_sigma"]), rng)
     log.info("fitting %d galaxies (requested %d); sigma %.3g..%.3g", len(data), cfg["n_galaxies"],
              sigma.min(), sigma.max())
@@ -83,5 +86,6 @@ def fit_test_galaxies(test_path: str | Path, vae, cfg: Mapping[str, Any], rng: n
     for method, res in fits.items():
         nu = data[0].size - res.n_params
         log.info("%s: %.3f s per galaxy, median chi2/nu %.3f", method, res.seconds.mean(), np.median(res.chi2 / nu))
-    per = fit_metrics(truth, data, sigma, meta, fits)
-    return GalaxyFits(truth, data, sigma, meta, fits, per, fit_summary(per))
+    per = fit_metrics(data, sigma, meta, fits, truth, rng, ceiling_draws)
+    return GalaxyFits(truth if truth is not None else np.full_like(data, np.nan), data, sigma, meta, fits, per,
+                      fit_summary(per, bright_snr))

@@ -40,6 +40,7 @@ from .. import metrics
 from ..io import read_dataset, read_meta
 from ..lensing import pixel_grid, pixelated
 from ..selection import first_originals
+from ..simulate import lensing_sources
 from .common import FitResult, ImagingProblem, image_moments
 from .decoder import fit_decoder
 from .pixelated import fit_pixelated
@@ -55,28 +56,34 @@ METHODS = ("decoder", "sersic", "shapelets", "pixelated")
 
 
 def lensed_test_scenes(test_path: str | Path, n_galaxies: int, pairs_cfg: Mapping[str, Any], lens_model: str,
-                       rng: np.random.Generator) -> LensedScenes:
-    """The first ``n_galaxies`` original (un-augmented) stamps of a stamps file by source id, lensed once
-    (:func:`sourcelens.fit.scenes.simulate_lensed` with ``rng``)."""
+                       rng: np.random.Generator, source_kinds: Sequence[str] | None = None) -> LensedScenes:
+    """The first ``n_galaxies`` original (un-augmented) stamps of ``source_kinds`` (default: all kinds) of a
+    stamps file by source id, as the simulations lens them (:func:`sourcelens.simulate.lensing_sources`: the
+    noiseless truth where known), lensed once (:func:`sourcelens.fit.scenes.simulate_lensed` with ``rng``)."""
     meta = read_meta(test_path)
-    rows = first_originals(meta, n_galaxies)
+    if source_kinds is not None and "kind" in meta:
+        meta = meta[meta["kind"].astype(str).isin(list(source_kinds))]
+    rows = meta.index.to_numpy()[first_originals(meta.reset_index(drop=True), n_galaxies, linear_only=True)]
     if len(rows) == 0:
-        raise ValueError(f"{test_path}: no original (un-augmented) stamps to fit")
-    arrays, sel = read_dataset(test_path, names=("images",), index=rows)
+        raise ValueError(f"{test_path}: no original (un-augmented) stamps of {source_kinds or 'any kind'} to fit")
+    arrays, sel = read_dataset(test_path, index=np.sort(rows))
+    images, sel = lensing_sources(arrays, sel, sel["kind"].unique() if "kind" in sel else ())
     kinds = sel["kind"].astype(str).tolist() if "kind" in sel else None
-    return simulate_lensed(arrays["images"], pairs_cfg, rng, lens_model=lens_model,
-                           source_ids=sel["source_id"].astype(str).tolist(), kinds=kinds)
+    scales = sel["pixel_scale_arcsec"].to_numpy(dtype=float) if "pixel_scale_arcsec" in sel else None
+    return simulate_lensed(images, pairs_cfg, rng, lens_model=lens_model,
+                           source_ids=sel["source_id"].astype(str).tolist(), kinds=kinds, pixel_scales=scales)
 
 
-def _decoder_stamps(images: np.ndarray, pixel_scale: float, decoder_scale: float, size: int,
+def _decoder_stamps(images: np.ndarray, pixel_scale: np.ndarray, decoder_scale: np.ndarray, size: int,
                     centre: np.ndarray) -> np.ndarray:
-    """``images`` (B, m, m) of ``pixel_scale`` resampled onto the decoder's stamp grid (``size`` pixels of
-    ``decoder_scale``) centred on ``centre`` (B, 2) arcsec, peak-normalised and clipped at 0: what the encoder
-    was trained on."""
-    px, py = pixel_grid(size, decoder_scale, dtype=DTYPE)
+    """``images`` (B, m, m) of ``pixel_scale`` (B,) resampled onto the decoder's stamp grids (``size`` pixels of
+    ``decoder_scale`` (B,)) centred on ``centre`` (B, 2) arcsec, peak-normalised and clipped at 0: what the
+    encoder was trained on."""
+    px, py = pixel_grid(size, 1.0, dtype=DTYPE)
+    d = torch.as_tensor(decoder_scale, dtype=DTYPE)[:, None, None]
     c = torch.as_tensor(centre, dtype=DTYPE)
-    stamp = pixelated(px[None] + c[:, 0, None, None], py[None] + c[:, 1, None, None],
-                      torch.as_tensor(images, dtype=DTYPE), pixel_scale)
+    stamp = pixelated(px * d + c[:, 0, None, None], py * d + c[:, 1, None, None],
+                      torch.as_tensor(images, dtype=DTYPE), torch.as_tensor(pixel_scale, dtype=DTYPE)[:, None, None])
     peak = stamp.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-30)
     return (stamp / peak).clamp(min=0).numpy()
 
@@ -93,8 +100,9 @@ def fit_decoder_lensed(vae: torch.nn.Module, problem: ImagingProblem, start_sour
     ``info``: ``z``, ``flux``, ``center`` (B, 2) arcsec, ``scale``, ``n_iter``, ``status``, ``preconditioner``.
     """
     b = len(problem)
-    pix, m = problem.grid_pixel_scale, problem.grid[0].shape[-1]
-    decoder_scale = pix * m / vae.image_size
+    pix, m = problem.grid_pixel_scale.numpy(), problem.grid[0].shape[-1]
+    decoder_scale = pix * m / vae.image_size         # (B,) arcsec per decoder pixel
+    dscale = torch.as_tensor(decoder_scale, dtype=DTYPE)[:, None, None]
     if centre0 is None:
         mo = image_moments(start_source, pix) if start_source is not None else None
         centre0 = np.stack([mo["cx"], mo["cy"]], 1) if mo is not None else np.zeros((b, 2))
@@ -105,17 +113,18 @@ def fit_decoder_lensed(vae: torch.nn.Module, problem: ImagingProblem, start_sour
 
     def forward(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Images of rendered sources (flux per decoder pixel) seen through the lenses of galaxies ``index``."""
-        return problem.image(pixelated(*problem.rays_of(index), source, decoder_scale))
+        return problem.image(pixelated(*problem.rays_of(index), source, dscale[index]))
 
     fit = fit_decoder(vae, problem.data.numpy(), problem.sigma.numpy(), init=init, max_iter=max_iter,
                       prior_weight=prior_weight, tolerance_change=tolerance_change, patience=patience,
-                      forward=forward, z0=z0, offset0=centre0 / decoder_scale, encoder_input=encoder_input,
+                      forward=forward, z0=z0, offset0=centre0 / decoder_scale[:, None], encoder_input=encoder_input,
                       dtype=DTYPE, interpolation=interpolation)
     ex, ey = problem.grid
     with torch.no_grad():
-        source = pixelated(ex, ey, torch.as_tensor(fit.source, dtype=DTYPE), decoder_scale) * pix**2
+        source = pixelated(ex, ey, torch.as_tensor(fit.source, dtype=DTYPE), dscale)
+        source = source * problem.grid_pixel_scale[:, None, None] ** 2
     return FitResult("decoder", fit.model, source.numpy(), fit.chi2, fit.n_params, fit.seconds,
-                     {"z": fit.z, "flux": fit.flux, "center": fit.offset * decoder_scale, "scale": fit.scale,
+                     {"z": fit.z, "flux": fit.flux, "center": fit.offset * decoder_scale[:, None], "scale": fit.scale,
                       "n_iter": fit.n_iter, "status": fit.status, "preconditioner": fit.preconditioner})
 
 
@@ -186,15 +195,20 @@ def fit_lensed_all(scenes: LensedScenes, vae: torch.nn.Module, *, regularisation
 
 
 def summary_table(metrics_table: pd.DataFrame) -> pd.DataFrame:
-    """Per method (in order of appearance): galaxies and the mean and median of each metric."""
+    """Per source kind (real galaxies first, then all) and method (in order of appearance): galaxies and the mean
+    and median of each metric."""
     cols = ["chi2_nu", "source_mse", "source_ssim", "seconds"]
-    order = list(dict.fromkeys(metrics_table["method"]))
-    g = metrics_table.groupby("method", sort=False)[cols]
-    out = pd.concat({"mean": g.mean(), "median": g.median()}, axis=1)
-    out.columns = [f"{c}_{stat}" for stat, c in out.columns]
-    out = out[[f"{c}_{s}" for c in cols for s in ("mean", "median")]]
-    out.insert(0, "n_galaxies", g.size())
-    return out.loc[order].reset_index()
+
+    def per_method(rows: pd.DataFrame) -> pd.DataFrame:
+        order = list(dict.fromkeys(rows["method"]))
+        g = rows.groupby("method", sort=False)[cols]
+        out = pd.concat({"mean": g.mean(), "median": g.median()}, axis=1)
+        out.columns = [f"{c}_{stat}" for stat, c in out.columns]
+        out = out[[f"{c}_{s}" for c in cols for s in ("mean", "median")]]
+        out.insert(0, "n_galaxies", g.size())
+        return out.loc[order].reset_index()
+
+    return metrics.by_kind(metrics_table, per_method)
 
 
 def median_galaxy(metrics_table: pd.DataFrame, method: str = "decoder") -> int:

@@ -136,7 +136,7 @@ def fit_pixelated(scenes: LensedScenes, regularisation: float = 1.0, kind: str =
     for i in range(b):
         t0 = time.perf_counter()
         lens_models, kw = lens_kwargs_torch(scenes, i)
-        op = BilinearLensingOperator(sim, lens_models, kw, (m, m), scenes.source_pixel_scale)
+        op = BilinearLensingOperator(sim, lens_models, kw, (m, m), float(scenes.source_pixel_scale[i]))
         d = torch.as_tensor(scenes.data[i], dtype=DTYPE)
         sg = torch.as_tensor(scenes.sigma[i], dtype=DTYPE)
         s, info = solve_pixelated(op, d, sg, regularisation, kind, tol, max_iter)

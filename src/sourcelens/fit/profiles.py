@@ -62,7 +62,7 @@ def _sersic_sb(x: Tensor, y: Tensor, p: Mapping[str, Tensor]) -> Tensor:
 
 def _start(problem: ImagingProblem, start_images: np.ndarray, n_init: float) -> Tensor:
     """Bounded coordinates (B, 6) of the moment-matched start with Sérsic index ``n_init``."""
-    pix, m = problem.grid_pixel_scale, problem.grid[0].shape[-1]
+    pix, m = problem.grid_pixel_scale.numpy(), problem.grid[0].shape[-1]
     mo = image_moments(start_images, pix)
     lo, hi = N_SERSIC_RANGE
     r0 = np.clip(1.2 * mo["size"], 0.5 * pix, m * pix)
@@ -113,7 +113,7 @@ def fit_sersic(problem: ImagingProblem, start_images: np.ndarray | None = None, 
         p["amp"] = best_amplitude(unit, problem.data, problem.sigma, non_negative=True)
         model = p["amp"][:, None, None] * unit
         ex, ey = problem.grid
-        source = _sersic_sb(ex, ey, p) * problem.grid_pixel_scale**2
+        source = _sersic_sb(ex, ey, p) * problem.grid_pixel_scale[:, None, None] ** 2
     seconds = np.full(b, (time.perf_counter() - t0) / b)
     return FitResult("sersic", model.numpy(), source.numpy(), np.asarray(chi2_of(problem.data, model, problem.sigma)),
                      SERSIC_N_PARAMS, seconds,
@@ -163,8 +163,7 @@ def fit_sersic_shapelets(problem: ImagingProblem, sersic_fit: FitResult, n_max: 
                          beta_factors: Sequence[float] = (0.5, 1.0, 2.0)) -> FitResult:
     """Sérsic + shapelets up to ``n_max`` (module docstring) on the Sérsic fits ``sersic_fit`` of the same
     problem. ``seconds`` include the Sérsic fit's."""
-    ex, ey = problem.grid
-    pix, m = problem.grid_pixel_scale, ex.shape[-1]
+    m = problem.grid[0].shape[-1]
     b = len(problem)
     k = shapelet_n_params(n_max)
     dtype = problem.data.dtype
@@ -175,6 +174,8 @@ def fit_sersic_shapelets(problem: ImagingProblem, sersic_fit: FitResult, n_max: 
         p = {key: torch.as_tensor(np.atleast_1d(v[i]), dtype=dtype) for key, v in sersic_fit.info["params"].items()}
         p["amp"] = torch.ones(1, dtype=dtype)
         cx, cy = float(p["center_x"]), float(p["center_y"])
+        ex, ey = problem.grid_of(i)
+        pix = float(problem.grid_pixel_scale[i])
         bx, by = problem.rays_of(torch.tensor([i]))
         bx, by = bx.reshape(bx.shape[-2:]), by.reshape(by.shape[-2:])
         sersic_image = problem.image(_sersic_sb(bx[None], by[None], p))

@@ -16,6 +16,8 @@ from matplotlib.colorbar import Colorbar
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+from ..names import SOURCE_KIND_LABELS, SOURCE_KINDS
+
 __all__ = [
     "IMAGE_CMAP", "FLUX_UNITS", "SPLIT_COLOURS", "KIND_ORDER", "KIND_LABELS", "STRETCHES",
     "extent", "finite", "robust_sigma", "asinh_norm", "peak_asinh_norm", "linear_norm", "check_stretch",
@@ -26,8 +28,8 @@ __all__ = [
 IMAGE_CMAP = "magma"
 FLUX_UNITS = r"e$^-$ s$^{-1}$ pix$^{-1}$"
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
-KIND_ORDER = ("cosmos", "parametric", "xdf")
-KIND_LABELS = {"cosmos": "COSMOS (HST)", "parametric": "parametric (GalSim)", "xdf": "XDF (HST)"}
+KIND_ORDER = SOURCE_KINDS
+KIND_LABELS = SOURCE_KIND_LABELS
 STRETCHES = ("asinh", "linear")
 
 
