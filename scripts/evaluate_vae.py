@@ -36,9 +36,9 @@ log.info("%d test stamps (%d originals) %s, VAE %s", len(images), len(original_r
 
 table, recs, mus = vae_test_metrics(vae, images, meta, truths, rng=rng_for(seed, "evaluate_vae", "ceiling"),
                                     ceiling_draws=int(cfg["ceiling_draws"]))
-write_table(table, snakemake.output.metrics)
+write_table(table, snakemake.output.metrics, record)
 summary = vae_summary(table, float(cfg["bright_snr"]))
-write_table(summary, snakemake.output.table)
+write_table(summary, snakemake.output.table, record)
 originals = summary[summary.subset == "originals"]
 for kind in originals["kind"].unique():
     log.info("originals, %s: %s", kind, metrics.describe(originals[originals.kind == kind],

@@ -20,8 +20,8 @@ evaluate = snakemake.params.evaluate
 res = fit_test_galaxies(snakemake.input.test, load_vae(snakemake.input.model), snakemake.params.fit,
                         rng_for(int(snakemake.params.seed), "fit_galaxies"), bright_snr=float(evaluate["bright_snr"]),
                         ceiling_draws=int(evaluate["ceiling_draws"]), progress=True)
-write_table(res.per_galaxy, snakemake.output.metrics)
-write_table(res.summary, snakemake.output.table)
+write_table(res.per_galaxy, snakemake.output.metrics, record)
+write_table(res.summary, snakemake.output.table, record)
 log.info("\n%s", res.summary.to_string())
 
 show = np.arange(min(4, len(res.data)))

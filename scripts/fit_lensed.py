@@ -29,8 +29,9 @@ fits, metrics = lensed.fit_lensed_all(
 )
 table = lensed.summary_table(metrics)
 log.info("summary:\n%s", table.to_string())
-write_table(metrics, snakemake.output.metrics)
-write_table(table, snakemake.output.table)
+record = provenance(snakemake.config, rule="fit_lensed", input=list(map(str, snakemake.input)))
+write_table(metrics, snakemake.output.metrics, record)
+write_table(table, snakemake.output.table, record)
 
 i = lensed.median_galaxy(metrics, "decoder")
 row = metrics[metrics["galaxy"] == i].set_index("method")
@@ -40,6 +41,5 @@ fig = plots.fit_comparison_lensed(
     true_source_on_grid(scenes)[i], scenes.pixel_scale, float(scenes.source_pixel_scale[i]), scores=scores,
     suptitle=f"lensed source fits, lens fixed ({scenes.lens_model} + shear): {scenes.source_ids[i]}",
 )
-save_figure(fig, snakemake.output.figure, provenance=provenance(snakemake.config, rule="fit_lensed",
-                                                                input=list(map(str, snakemake.input))))
+save_figure(fig, snakemake.output.figure, provenance=record)
 log.info("wrote %s", ", ".join(map(str, snakemake.output)))

@@ -22,4 +22,4 @@ attrs, array_attrs = stamps_attrs(stamp_cfg)
 write_dataset(snakemake.output.stamps, {"images": images, "images_noiseless": truths}, meta, kind="stamps",
               attrs={"provenance": record, **attrs}, array_attrs=array_attrs)
 write_table(table, snakemake.output.table)
-write_json(record, snakemake.output.provenance)
+write_json(record, snakemake.output.provenance)    # = provenance_path(table): a declared output

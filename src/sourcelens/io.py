@@ -72,11 +72,16 @@ def git_commit(path: str | Path | None = None) -> str:
 
 
 def provenance(config: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """A provenance record: config, package versions, git commit and any extra keys."""
+    """A provenance record: config, package versions, git commit, the references of the data used
+    (``data_citations``: the COSMOS papers and shipped samples' origins, :func:`sourcelens.samples.data_citations`)
+    and any extra keys."""
+    from .samples import data_citations
+
     record = {
         "config": config if config is not None else {},
         "versions": package_versions(),
         "git_commit": git_commit(),
+        "data_citations": data_citations(dict(config) if config is not None else None),
     }
     record.update(extra)
     return record
@@ -343,12 +348,21 @@ def read_dataset(
     return arrays, meta
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a CSV table atomically."""
+def write_table(df: pd.DataFrame, path: str | Path, provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write a CSV table atomically; with ``provenance``, also its record beside it (``<name>.provenance.json``:
+    CSV has no place for it)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
+    if provenance is not None:
+        write_json(provenance, provenance_path(path))
     return path
+
+
+def provenance_path(path: str | Path) -> Path:
+    """The provenance record beside a table: ``results/tables/x.csv`` -> ``results/tables/x.provenance.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".provenance.json")
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SAMPLES", "COSMOS_CITATIONS", "sample_dir", "catalogue_dir"]
+__all__ = ["SAMPLES", "COSMOS_CITATIONS", "sample_dir", "catalogue_dir", "data_citations"]
 
 GALAXIES = Path(__file__).resolve().parent / "galaxies"
 
@@ -15,6 +15,16 @@ SAMPLES: dict[str, str] = {
     "cosmos23.5_example_params": "GalSim's 100-galaxy COSMOS 23.5 example: Sérsic / bulge+disk fits, PSFs, "
                                  "no images (GalSim, BSD-3-Clause)",
 }
+
+#: Where each shipped sample comes from (recorded with the citations).
+SAMPLE_ORIGINS: dict[str, str] = {
+    "cosmos_btk_ext26": "LSST DESC BlendingToolKit, data/cosmos, https://github.com/LSSTDESC/BlendingToolKit (MIT)",
+    "cosmos23.5_example_params": "GalSim, examples/data, https://github.com/GalSim-developers/GalSim (BSD-3-Clause)",
+}
+
+#: The XDF picture (scikit-image's ``hubble_deep_field``, an 8-bit display-stretched JPEG: morphology only).
+XDF_CITATION = ("Illingworth, G. D., et al. 2013, ApJS, 209, 6 (Hubble eXtreme Deep Field; image via scikit-image "
+                "data.hubble_deep_field, NASA/ESA public domain)")
 
 #: References of the COSMOS galaxies (any sample, shipped or downloaded).
 COSMOS_CITATIONS: tuple[str, ...] = (
@@ -39,3 +49,19 @@ def catalogue_dir(block: dict) -> Path:
     if block.get("sample"):
         return sample_dir(block["sample"])
     raise ValueError("neither 'dir' nor 'sample' is set")
+
+
+def data_citations(config: dict | None) -> list[str]:
+    """The references an output made with ``config`` must carry: the COSMOS papers when COSMOS galaxies (real or
+    fitted) are among the sources, the origin of each shipped sample used, the XDF's when it is; empty otherwise."""
+    sources = (config or {}).get("sources") or {}
+    used = sources.get("kinds") or []
+    kinds = [k for k in ("cosmos", "cosmos_fit") if k in used]
+    out = list(COSMOS_CITATIONS) if kinds else []
+    if "xdf" in used:
+        out.append(XDF_CITATION)
+    for kind in kinds:
+        block = sources.get(kind) or {}
+        if not block.get("dir") and block.get("sample") in SAMPLE_ORIGINS:
+            out.append(f"sample {block['sample']}: {SAMPLE_ORIGINS[block['sample']]}")
+    return list(dict.fromkeys(out))
