@@ -10,9 +10,11 @@ log = log_to_file(snakemake.log[0])
 arrays, meta = read_dataset(snakemake.input[0])
 attrs = read_attrs(snakemake.input[0])
 attrs.pop("kind"), attrs.pop("layout_version")
-# by galaxy on the sky (a real stamp and its fitted profile share one), so no copy of a test galaxy reaches training
+# by galaxy on the sky (a real stamp and its fitted profile share one), so no copy of a test galaxy reaches training;
+# each kind split on its own, so the few real galaxies are in every split in proportion
 groups = meta["galaxy_id"] if "galaxy_id" in meta else meta["source_id"]
-meta["split"] = assign_splits(groups, snakemake.params.fractions, rng_for(snakemake.params.seed, "split"))
+meta["split"] = assign_splits(groups, snakemake.params.fractions, rng_for(snakemake.params.seed, "split"),
+                              strata=meta["kind"] if "kind" in meta else None)
 metas = {s: meta[meta["split"] == s] for s in SPLITS}
 for column in ("source_id", "galaxy_id"):
     if column in meta:

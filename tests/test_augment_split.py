@@ -80,6 +80,23 @@ def test_split_by_source_no_leakage():
     assert np.array_equal(splits, again)
 
 
+def test_split_stratified_by_kind():
+    """Each kind is split with the fractions on its own: 20 real galaxies among 200 parametric ones give 2 real
+    val and 2 real test galaxies every time, not whatever a joint draw leaves; a galaxy shared by two kinds (a
+    real stamp and its fit) stays in one split."""
+    ids = np.array([f"p{i}" for i in range(200)] + [f"c{i}" for i in range(20)] + ["c0", "c1"])
+    kinds = np.array(["parametric"] * 200 + ["cosmos"] * 20 + ["cosmos_fit"] * 2)
+    fr = {"train": 0.8, "val": 0.1, "test": 0.1}
+    for seed in range(5):
+        splits = assign_splits(ids, fr, np.random.default_rng(seed), strata=kinds)
+        df = pd.DataFrame({"source_id": ids, "kind": kinds, "split": splits})
+        assert (df.groupby("source_id")["split"].nunique() == 1).all()
+        real = df[(df.kind == "cosmos") & ~df.source_id.isin(["c0", "c1"])].groupby("split").size()
+        assert real["val"] == 2 and real["test"] == 2      # round(0.1 * 18)
+        param = df[df.kind == "parametric"].groupby("split").size()
+        assert param["val"] == 20 and param["test"] == 20
+
+
 def test_leak_detected_and_small_split_errors():
     a = pd.DataFrame({"source_id": ["x", "y"]})
     b = pd.DataFrame({"source_id": ["y"]})

@@ -11,9 +11,16 @@ def test_defaults_filled_and_valid():
     assert cfg["simulate"]["sr"]["low_res_num_pix"] == 75
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper.yaml", "study000.yaml"])
 def test_shipped_configs_validate(repo, name, btk_dir):
     overrides = None
+    if name == "study000.yaml":  # the downloaded COSMOS 23.5 sample is not here: the shipped one stands in
+        overrides = {"sources": {"cosmos": {"dir": str(btk_dir)}}}
+        cfg = load_config(repo / "config" / name, overrides=overrides)
+        assert cfg["sources"]["kinds"] == ["cosmos"] and cfg["stamps"]["rotate_major_axis"]
+        assert cfg["split"]["fractions"] == {"train": 0.9, "val": 0.05, "test": 0.05}
+        assert cfg["augment"]["n_random_rotations"] == 0 and not cfg["augment"]["rot90"]
+        assert cfg["vae"]["widths"] == [64, 128, 256, 512] and cfg["vae"]["latent_dim"] == 64
     if name == "paper.yaml":  # the downloaded COSMOS 25.2 sample is not here: the shipped ones stand in
         overrides = {"sources": {"cosmos": {"dir": str(btk_dir)}, "cosmos_fit": {"dir": str(btk_dir)}}}
         with pytest.raises(ConfigError, match="sources/cosmos/dir"):

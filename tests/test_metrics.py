@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sourcelens import metrics
-from sourcelens.selection import select_examples
+from sourcelens.selection import first_originals, select_examples
 
 
 def _gaussian(g1=0.0, g2=0.0, sigma=3.0, n=64):
@@ -144,6 +144,52 @@ def test_select_examples_is_deterministic():
     idx = select_examples(meta, 3)
     assert list(meta.source_id[idx]) == ["k-001", "k-005", "k-009"]
     assert np.array_equal(idx, select_examples(meta, 3))
+
+
+def test_ssim_ceiling_with_correlated_noise():
+    """Drizzled HST noise is correlated (ρ ≈ 0.5 between neighbours): the ceiling measured with the stamp's own
+    noise correlation is what the perfect model scores; the white-noise ceiling would overstate it, and
+    the correlation is measured back from data − model on the background."""
+    from scipy.ndimage import gaussian_filter
+
+    truth = _gaussian(0.2, 0.1)
+    truth /= truth.max()
+    sigma = 0.08
+    rng = np.random.default_rng(5)
+    scores = []
+    for _ in range(12):
+        noise = gaussian_filter(rng.standard_normal(truth.shape), 0.8, mode="wrap")
+        noise *= sigma / noise.std()
+        scores.append(metrics.ssim(truth + noise, truth))
+    data = truth + noise
+    rho = metrics.stamp_noise_correlation(data, truth, sigma)
+    assert rho[3, 3] == 1.0 and 0.4 < rho[3, 4] < 0.8 and 0.4 < rho[4, 3] < 0.8 and abs(rho[0, 0]) < 0.1
+    white = metrics.ssim_noise_ceiling(truth, sigma, np.random.default_rng(1), draws=12)
+    correlated = metrics.ssim_noise_ceiling(truth, sigma, np.random.default_rng(1), draws=12, correlation=rho)
+    assert correlated == pytest.approx(np.mean(scores), rel=0.05)
+    assert white > 1.1 * np.mean(scores)
+    m = metrics.image_metrics(data, truth, sigma=sigma, ceiling_rng=np.random.default_rng(2), ceiling_draws=12)
+    assert m["ssim_ceiling"] == pytest.approx(correlated, rel=0.05)      # image_metrics measures the correlation
+    # white noise is measured as white: the ceiling is the white one
+    white_rho = metrics.stamp_noise_correlation(truth + rng.normal(0, sigma, truth.shape), truth, sigma)
+    assert np.abs(white_rho - np.eye(7)[3][:, None] * np.eye(7)[3][None, :]).max() < 0.1
+
+
+def test_first_originals_takes_every_kind_in_turn():
+    """Fits take galaxies of every kind (real first), not the first n in id order (all of one kind); originals
+    only, the same whatever the row order; non-linear stamps skipped when asked."""
+    ids = [f"parametric-{i}" for i in range(6)] + [f"cosmos_fit-{i}" for i in range(2)] + ["cosmos-1", "cosmos-0"]
+    meta = pd.DataFrame({"source_id": ids + ["xdf-0", "cosmos-0"],
+                         "kind": [i.split("-")[0] for i in ids] + ["xdf", "cosmos"],
+                         "augmentation": ["original"] * 11 + ["rot90"],
+                         "flux_linear": [True] * 10 + [False, True]})
+    picked = list(meta.source_id[first_originals(meta, 7, linear_only=True)])
+    assert picked == ["cosmos-0", "cosmos-1", "cosmos_fit-0", "cosmos_fit-1",
+                      "parametric-0", "parametric-1", "parametric-2"]
+    shuffled = meta.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    assert list(shuffled.source_id[first_originals(shuffled, 7, linear_only=True)]) == picked
+    assert "xdf-0" in set(meta.source_id[first_originals(meta, 11)])
+    assert len(first_originals(meta, None, linear_only=True)) == 10
 
 
 def test_ssim_noise_ceiling_is_what_a_perfect_model_scores():

@@ -34,12 +34,16 @@ def test_lint_clean(tmp_path):
     assert "Congratulations" in res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper_like"])
+@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper_like", "study000_like"])
 def test_dry_run(tmp_path, name, btk_dir):
     if name == "paper_like":  # the paper DAG with the small real sample standing in for COSMOS 25.2
         base = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
         base["sources"]["cosmos"]["dir"] = base["sources"]["cosmos_fit"]["dir"] = str(btk_dir)
         cfg = write_config(tmp_path / "paper_like.yaml", base)
+    elif name == "study000_like":  # study 000's protocol with the shipped real sample standing in for COSMOS 23.5
+        base = yaml.safe_load((REPO / "config" / "study000.yaml").read_text())
+        base["sources"]["cosmos"]["dir"] = str(btk_dir)
+        cfg = write_config(tmp_path / "study000_like.yaml", base)
     else:
         cfg = REPO / "config" / name
     res = run_snakemake(tmp_path, "-n", "--cores", "2", configs=(cfg,))
@@ -143,29 +147,66 @@ def _check_vae_and_fits(results: Path, tiny: dict) -> None:
     assert all(1 <= (training["stage"] == i + 1).sum() <= n for i, n in enumerate(max_epochs))
     assert np.isfinite(training[["train_loss", "val_loss", "val_mse"]].to_numpy()).all()
 
-    n_test = len(read_meta(results / "data" / "stamps_test.h5"))
-    n_orig = (read_meta(results / "data" / "stamps_test.h5")["augmentation"] == "original").sum()
+    test_meta = read_meta(results / "data" / "stamps_test.h5")
+    n_test, n_orig = len(test_meta), int((test_meta["augmentation"] == "original").sum())
+    kinds = [k for k in ("cosmos", "cosmos_fit", "parametric") if k in set(test_meta["kind"])]
+    assert kinds[0] == "cosmos", "the tiny run has real test galaxies"
     per_stamp = pd.read_csv(results / "metrics" / "vae_test.csv")
     assert len(per_stamp) == n_test and per_stamp["original"].sum() == n_orig
     assert per_stamp["ssim"].between(-1, 1).all() and (per_stamp["mse"] >= 0).all()
-    summary = pd.read_csv(results / "tables" / "vae_reconstruction.csv").set_index(["subset", "metric"])
-    assert summary.loc[("originals", "ssim"), "n"] == n_orig and summary.loc[("all stamps", "mse"), "n"] == n_test
-    assert 0 < summary.loc[("originals", "ssim"), "median"] <= 1
+    real = per_stamp[per_stamp["kind"] == "cosmos"]
+    assert np.isfinite(real["chi2_nu"]).all() and real["ssim_ceiling"].between(0, 1).all()
+    assert real["ssim_truth"].isna().all()                      # no truth for real galaxies
+    assert np.isfinite(per_stamp.loc[per_stamp["kind"] == "parametric", "ssim_truth"]).all()
+    # the summary reports by kind, real galaxies first, then everything together
+    summary = pd.read_csv(results / "tables" / "vae_reconstruction.csv")
+    originals = summary[summary["subset"] == "originals"]
+    assert list(pd.unique(originals["kind"]))[0] == "cosmos" and list(pd.unique(originals["kind"]))[-1] == "all"
+    s = summary.set_index(["subset", "kind", "metric"])
+    assert s.loc[("originals", "all", "ssim"), "n"] == n_orig and s.loc[("all stamps", "all", "mse"), "n"] == n_test
+    for kind in kinds:
+        assert s.loc[("originals", kind, "ssim"), "n"] == (test_meta.loc[test_meta.augmentation == "original", "kind"]
+                                                         == kind).sum()
+    assert 0 < s.loc[("originals", "cosmos", "ssim_fraction"), "median"] < 1.5
+    _check_provenance(results / "tables" / "vae_reconstruction.csv", tiny)
 
     n_max = tiny["fit"]["shapelet_n_max"]
+    methods = ["decoder", "sersic"] + [f"sersic+shapelets{n}" for n in n_max]
     galaxies = pd.read_csv(results / "tables" / "fit_galaxies.csv")
-    assert galaxies["method"].tolist() == ["decoder", "sersic"] + [f"sersic+shapelets{n}" for n in n_max]
-    assert (galaxies["n_galaxies"] == min(tiny["fit"]["n_galaxies"], n_orig)).all()
-    assert galaxies["n_params"].tolist() == [tiny["vae"]["latent_dim"] + 4, 7] + [
+    assert galaxies["kind"].iloc[0] == "cosmos" and galaxies["kind"].iloc[-1] == "all"
+    for kind, rows in galaxies.groupby("kind", sort=False):
+        assert rows["method"].tolist() == methods, kind
+    everything = galaxies[galaxies["kind"] == "all"]
+    assert (everything["n_galaxies"] == min(tiny["fit"]["n_galaxies"], n_orig)).all()
+    assert everything["n_params"].tolist() == [tiny["vae"]["latent_dim"] + 4, 7] + [
         (n + 1) * (n + 2) // 2 + 8 for n in n_max]
+    assert set(galaxies["kind"]) >= {"cosmos", "cosmos_fit"}     # the fits take every kind in turn
     assert (galaxies["chi2_nu_median"] > 0.5).all() and (galaxies["chi2_nu_median"] < 50).all()
     assert galaxies["ssim_median"].between(0, 1).all() and (galaxies["seconds_per_galaxy_mean"] > 0).all()
+    _check_provenance(results / "tables" / "fit_galaxies.csv", tiny)
     lensed = pd.read_csv(results / "tables" / "fit_lensed.csv")
-    assert lensed["method"].tolist() == (["decoder", "sersic"] + [f"sersic+shapelets{n}" for n in n_max]
-                                         + ["pixelated"])
-    assert (lensed["n_galaxies"] == min(tiny["fit"]["lensed"]["n_galaxies"], n_orig)).all()
-    assert np.isfinite(lensed.drop(columns="method").to_numpy(dtype=float)).all()
+    lensed_kinds = tiny["simulate"].get("source_kinds", ["cosmos_fit", "parametric"])
+    assert set(lensed["kind"]) - {"all"} <= set(lensed_kinds)
+    for kind, rows in lensed.groupby("kind", sort=False):
+        assert rows["method"].tolist() == methods + ["pixelated"], kind
+    n_lensable = int(((test_meta["augmentation"] == "original") & test_meta["kind"].isin(lensed_kinds)).sum())
+    assert (lensed.loc[lensed["kind"] == "all", "n_galaxies"] == min(tiny["fit"]["lensed"]["n_galaxies"],
+                                                                     n_lensable)).all()
+    assert np.isfinite(lensed.drop(columns=["kind", "method"]).to_numpy(dtype=float)).all()
     assert lensed["source_ssim_median"].between(-1, 1).all() and (lensed["chi2_nu_median"] > 0.3).all()
+    _check_provenance(results / "tables" / "fit_lensed.csv", tiny)
+
+
+def _check_provenance(table: Path, tiny: dict) -> None:
+    """A table's provenance beside it: its config, versions, commit and the citations of the real galaxies."""
+    import json
+
+    from sourcelens.io import provenance_path
+
+    record = json.loads(provenance_path(table).read_text())
+    assert record["config"]["seed"] == tiny["seed"] and "torch" in record["versions"] and record["git_commit"]
+    assert any("Koekemoer" in c for c in record["data_citations"])
+    assert any("cosmos_btk_ext26" in c and "MIT" in c for c in record["data_citations"])
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .names import SOURCE_KINDS
+
 __all__ = ["evenly_spaced_rows", "original_rows", "first_originals", "select_examples", "select_per_kind"]
 
 
@@ -37,13 +39,25 @@ def _originals_by_id(meta: pd.DataFrame) -> np.ndarray:
 
 
 def first_originals(meta: pd.DataFrame, n: int | None = None, *, linear_only: bool = False) -> np.ndarray:
-    """Rows of the first ``n`` (all for None) originals in source-id order: one stamp per galaxy,
-    the same galaxies whatever the row order of the file. ``linear_only`` skips stamps that are not linear in
-    flux (``flux_linear`` False: the XDF picture), for fits and photometry."""
+    """Rows of ``n`` originals (all for None), one stamp per galaxy, the same galaxies whatever the row order of
+    the file: the first in source-id order of each kind, taken in turn from every kind (real galaxies first, as
+    :data:`~sourcelens.names.SOURCE_KINDS`), so that every kind is fitted and judged. ``linear_only`` skips stamps
+    that are not linear in flux (``flux_linear`` False: the XDF picture), for fits and photometry."""
     rows = _originals_by_id(meta)
     if linear_only and "flux_linear" in meta.columns:
         rows = rows[meta["flux_linear"].to_numpy(dtype=bool)[rows]]
-    return rows if n is None else rows[: max(0, int(n))]
+    if n is None or "kind" not in meta.columns:
+        return rows if n is None else rows[: max(0, int(n))]
+    kinds = meta["kind"].astype(str).to_numpy()[rows]
+    order = sorted(set(kinds), key=lambda k: (SOURCE_KINDS.index(k) if k in SOURCE_KINDS else len(SOURCE_KINDS), k))
+    # position within its kind, then the kind's rank: a round robin over the kinds
+    rank = np.array([order.index(k) for k in kinds])
+    within = np.zeros(len(rows), dtype=int)
+    for k in order:
+        within[kinds == k] = np.arange(np.count_nonzero(kinds == k))
+    chosen = np.lexsort((rank, within))[: max(0, int(n))]
+    chosen = chosen[np.lexsort((within[chosen], rank[chosen]))]     # listed kind by kind, by source id
+    return rows[chosen]
 
 
 def select_examples(meta: pd.DataFrame, n: int) -> np.ndarray:
