@@ -52,6 +52,7 @@ def all_targets():
             "results/tables/filter_table.csv",
             "results/figures/filter_table.png",
             "results/figures/stamps_by_kind.png",
+            "results/tables/source_diversity.csv",
             "results/figures/lensing_models.png",
             "results/figures/lensing_magnification.png",
             "results/figures/lensing_backward.png",

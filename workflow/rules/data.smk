@@ -112,3 +112,21 @@ rule plot_stamps:
         "../../envs/sourcelens.yaml"
     script:
         "../../scripts/plot_stamps.py"
+
+
+rule source_diversity:
+    input:
+        train="results/data/stamps_train.h5",
+        test="results/data/stamps_test.h5",
+    output:
+        per_galaxy="results/metrics/source_diversity.csv",
+        table=report("results/tables/source_diversity.csv", caption="../report/source_diversity.rst", category="Data"),
+        figure=report("results/figures/source_diversity.png", caption="../report/source_diversity.rst", category="Data"),
+    log:
+        "logs/source_diversity.log",
+    benchmark:
+        "benchmarks/source_diversity.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/source_diversity.py"

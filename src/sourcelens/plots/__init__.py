@@ -2,7 +2,7 @@
 (``from sourcelens import plots; plots.pair_examples(...)``).
 
 - :mod:`.style`: the shared look (norms, colour bars, extents, scale bars, panel grids);
-- :mod:`.data`: galaxy stamps per kind, the source-selection table;
+- :mod:`.data`: galaxy stamps per kind, the source-selection table, the diversity of the sources;
 - :mod:`.simulations`: lensed/unlensed pairs, lens-parameter distributions, super-resolution examples;
 - :mod:`.training`: learning curves of staged trainings;
 - :mod:`.vae`: VAE reconstructions, prior samples, latent interpolation;
@@ -28,7 +28,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .data import filter_table_figure, stamps_by_kind
+from .data import filter_table_figure, source_diversity, stamps_by_kind
 from .fits import fit_comparison, fit_comparison_lensed
 from .simulations import example_labels, format_lens_params, lens_parameter_histograms, pair_examples, sr_examples
 from .style import asinh_norm, asinh_ticks
@@ -39,7 +39,7 @@ _LENSING = ("plot_lens_models", "plot_magnification", "plot_backward")
 
 __all__ = [
     "asinh_norm", "asinh_ticks", "format_lens_params", "example_labels",
-    "stamps_by_kind", "filter_table_figure",
+    "stamps_by_kind", "filter_table_figure", "source_diversity",
     "pair_examples", "lens_parameter_histograms", "sr_examples",
     "learning_curve",
     "vae_reconstructions", "image_gallery", "latent_interpolation",

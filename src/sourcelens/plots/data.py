@@ -1,4 +1,5 @@
-"""Figures of the source data: galaxy stamps per source kind, and the selection (filter) table."""
+"""Figures of the source data: galaxy stamps per source kind, the selection (filter) table, and the size,
+profile and shape distributions of each kind."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .style import (
     IMAGE_CMAP, KIND_LABELS, KIND_ORDER, as_stack, colorbar, extent, image_grid, panel, peak_asinh_norm, scale_bar,
 )
 
-__all__ = ["stamps_by_kind", "filter_table_figure"]
+__all__ = ["stamps_by_kind", "filter_table_figure", "source_diversity"]
 
 
 def _pixel_scales(scale: float | Sequence[float] | None, n: int) -> np.ndarray:
@@ -192,4 +193,42 @@ def filter_table_figure(df: pd.DataFrame, *, description_width: int = 60, suptit
             if c >= 4:
                 cell.get_text().set_horizontalalignment("right")
     fig.suptitle(suptitle or "Source selection: galaxies kept and removed by each cut", fontsize=11)
+    return fig
+
+
+_DIVERSITY_PANELS = (
+    ("hlr_arcsec", "half-light radius (arcsec)", None),
+    ("sersic_n", "Sérsic index n", None),
+    ("ellipticity", "HSM |e|", (0.0, 1.0)),
+    ("nn_correlation", "test: best correlation with a training stamp", None),
+)
+
+
+def source_diversity(measured: pd.DataFrame, *, near_copy: float | None = None) -> Figure:
+    """Distributions of size, Sérsic index, ellipticity (all splits) and of the test galaxies' nearest training
+    neighbour (:mod:`sourcelens.diversity`), one line per source kind, real galaxies first; ``near_copy`` marks
+    the correlation above which a test galaxy nearly repeats a training one."""
+    fig = Figure(figsize=(13.0, 3.2), layout="constrained")
+    axes = fig.subplots(1, len(_DIVERSITY_PANELS))
+    kinds = [k for k in KIND_ORDER if (measured["kind"] == k).any()]
+    for ax, (column, label, limits) in zip(axes, _DIVERSITY_PANELS):
+        values = measured[column].dropna() if column in measured else pd.Series(dtype=float)
+        if values.empty:
+            ax.set_axis_off()
+            continue
+        lo, hi = limits or (float(values.quantile(0.01)), float(values.quantile(0.99)))
+        if column == "nn_correlation":
+            lo, hi = max(lo, -1.0), 1.0
+        bins = np.linspace(lo, hi, 25)
+        for kind in kinds:
+            v = measured.loc[measured["kind"] == kind, column].dropna().to_numpy(dtype=float)
+            if len(v):
+                ax.hist(np.clip(v, lo, hi), bins=bins, density=True, histtype="step", lw=1.6,
+                        label=f"{KIND_LABELS.get(kind, kind)} ({len(v)})")
+        if column == "nn_correlation" and near_copy is not None:
+            ax.axvline(near_copy, color="0.4", ls="--", lw=1)
+        ax.set_xlabel(label)
+        ax.set_yticks([])
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize=7, loc="upper right")
     return fig
