@@ -169,10 +169,23 @@ def test_ssim_ceiling_with_correlated_noise():
     assert correlated == pytest.approx(np.mean(scores), rel=0.05)
     assert white > 1.1 * np.mean(scores)
     m = metrics.image_metrics(data, truth, sigma=sigma, ceiling_rng=np.random.default_rng(2), ceiling_draws=12)
-    assert m["ssim_ceiling"] == pytest.approx(correlated, rel=0.05)      # image_metrics measures the correlation
+    # image_metrics measures the correlation, and uses the data's range (the constants of the SSIM it divides)
+    assert m["ssim_ceiling"] == pytest.approx(metrics.ssim_noise_ceiling(
+        truth, sigma, np.random.default_rng(2), draws=12, correlation=rho, data_range=float(np.ptp(data))))
     # white noise is measured as white: the ceiling is the white one
     white_rho = metrics.stamp_noise_correlation(truth + rng.normal(0, sigma, truth.shape), truth, sigma)
     assert np.abs(white_rho - np.eye(7)[3][:, None] * np.eye(7)[3][None, :]).max() < 0.1
+
+
+def test_a_model_missing_the_galaxy_stays_below_its_ceiling():
+    """A flat model of a faint galaxy must not score above its noise ceiling (the ceiling shares the data's
+    SSIM constants)."""
+    truth = _gaussian(0.0, 0.0, sigma=2.0, n=32)
+    truth /= truth.max()
+    data = truth + np.random.default_rng(0).normal(0, 0.15, truth.shape)
+    flat = np.full_like(truth, truth.mean())
+    m = metrics.image_metrics(data, flat, sigma=0.15, ceiling_rng=np.random.default_rng(1))
+    assert m["ssim_fraction"] < 1.0
 
 
 def test_first_originals_takes_every_kind_in_turn():

@@ -231,26 +231,33 @@ def correlated_noise(shape: tuple[int, int], correlation: np.ndarray | None, rng
 
 
 def ssim_noise_ceiling(model: np.ndarray, sigma: float | np.ndarray, rng: np.random.Generator,
-                       draws: int = 8, correlation: np.ndarray | None = None) -> float:
+                       draws: int = 8, correlation: np.ndarray | None = None, data_range: float | None = None
+                       ) -> float:
     """The SSIM a perfect model would score against data with Gaussian noise ``sigma`` (a scalar or a map) and the
     noise's ``correlation`` (:func:`noise_correlation`; None: white): the mean over ``draws`` realisations of
-    SSIM(model + noise, model), the data's range as data range; 1 for no noise. Correlated noise (drizzled HST
-    stamps) lowers SSIM more than white noise of the same variance: its fluctuations are on the scale of the SSIM
-    window."""
+    SSIM(model + noise, model); 1 for no noise. ``data_range``: that of the SSIM it is compared with (the
+    observed data's; default each realisation's own), so that both share SSIM's constants and a model that misses
+    the galaxy cannot exceed its ceiling. Correlated noise (drizzled HST stamps) lowers SSIM more than white noise of
+    the same variance: its fluctuations are on the scale of the SSIM window."""
     model = np.asarray(model, dtype=float)
     sig = np.broadcast_to(np.asarray(sigma, dtype=float), model.shape)
     if not np.all(np.isfinite(sig)) or not np.any(sig > 0):
         return 1.0
-    return float(np.mean([ssim(model + correlated_noise(model.shape, correlation, rng) * sig, model)
+    return float(np.mean([ssim(model + correlated_noise(model.shape, correlation, rng) * sig, model, data_range)
                           for _ in range(int(draws))]))
 
 
 def stamp_noise_correlation(data: np.ndarray, model: np.ndarray, sigma: float | np.ndarray,
                             max_lag: int = NOISE_CORRELATION_LAG) -> np.ndarray | None:
-    """The correlation of a stamp's noise, measured on data − model where the model is below half the noise (the
-    background); None (white) when fewer than :data:`MIN_BACKGROUND_PIXELS` pixels are background."""
+    """The correlation of a stamp's noise, measured on data − model in the background: the outer ring of the stamp
+    (beyond 3/4 of the half-size, where a centred galaxy rarely reaches) where the model is below half the noise,
+    so that light a model misses is not taken for correlated noise; None (white) when fewer than
+    :data:`MIN_BACKGROUND_PIXELS` pixels are left."""
     model = np.asarray(model, dtype=float)
-    background = model < 0.5 * np.broadcast_to(np.asarray(sigma, dtype=float), model.shape)
+    ny, nx = model.shape
+    y, x = np.mgrid[:ny, :nx]
+    ring = np.hypot(y - (ny - 1) / 2, x - (nx - 1) / 2) > 0.375 * min(ny, nx)
+    background = ring & (model < 0.5 * np.broadcast_to(np.asarray(sigma, dtype=float), model.shape))
     if np.count_nonzero(background) < MIN_BACKGROUND_PIXELS:
         return None
     return noise_correlation(np.asarray(data, dtype=float) - model, background, max_lag)
@@ -285,7 +292,8 @@ def image_metrics(
         out["chi2_nu"] = reduced_chi2(data, model, sig, n_params)
     if ceiling_rng is not None:
         rho = stamp_noise_correlation(data, model, sig) if noisy else None
-        out["ssim_ceiling"] = ssim_noise_ceiling(model, sig if noisy else 0.0, ceiling_rng, ceiling_draws, rho)
+        out["ssim_ceiling"] = ssim_noise_ceiling(model, sig if noisy else 0.0, ceiling_rng, ceiling_draws, rho,
+                                                 data_range=_data_range(data))
         out["ssim_fraction"] = out["ssim"] / out["ssim_ceiling"]
     if truth is not None and np.all(np.isfinite(truth)):
         truth = np.asarray(truth, dtype=float)
