@@ -247,3 +247,27 @@ def test_cli_clean_checkpoints(tmp_path, capsys, monkeypatch):
     assert main(["clean-checkpoints"]) == 0
     assert "removed results/checkpoints/vae (2 files)" in capsys.readouterr().out
     assert not (tmp_path / "results" / "checkpoints" / "vae").exists()
+
+
+def test_provenance_cites_the_galaxies_and_sits_beside_tables(tmp_path):
+    """Every record names the data's references: the COSMOS papers and the shipped sample's origin (licence) when
+    COSMOS galaxies are used, the XDF's when it is; a table gets its record beside it."""
+    import json
+
+    import pandas as pd
+
+    from sourcelens.io import provenance, provenance_path, write_table
+
+    cfg = {"sources": {"kinds": ["cosmos", "parametric"], "cosmos": {"sample": "cosmos_btk_ext26"}}}
+    record = provenance(cfg, rule="x")
+    cites = record["data_citations"]
+    assert any("Koekemoer" in c for c in cites) and any("Mandelbaum" in c for c in cites)
+    assert any("cosmos_btk_ext26" in c and "MIT" in c for c in cites)
+    downloaded = provenance({"sources": {"kinds": ["cosmos"], "cosmos": {"dir": "/data/COSMOS_25.2"}}})
+    assert not any("cosmos_btk_ext26" in c for c in downloaded["data_citations"])
+    assert any("Koekemoer" in c for c in downloaded["data_citations"])
+    assert provenance({"sources": {"kinds": ["parametric"]}})["data_citations"] == []
+    assert any("eXtreme Deep Field" in c for c in provenance({"sources": {"kinds": ["xdf"]}})["data_citations"])
+    path = write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv", record)
+    side = provenance_path(path)
+    assert side.name == "t.provenance.json" and json.loads(side.read_text())["data_citations"] == cites

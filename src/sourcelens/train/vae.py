@@ -247,7 +247,7 @@ def train_vae(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
     model.reference_latents = reference_latents(model, train_x)
     reference_metric(model)   # the decoder fits' preconditioner, saved with the model
     metrics = pd.DataFrame(result.rows, columns=list(METRIC_COLUMNS))
-    write_table(metrics, metrics_path)
+    write_table(metrics, metrics_path, provenance)
     last_stage = result.stages[-1]
     summary = {
         "image_size": size, "n_train": len(train_x), "n_val": len(val_x), "n_parameters": n_params,
