@@ -178,7 +178,8 @@ def test_pairs_outputs_and_lenstronomy_reference(pairs_cfg):
         assert arrays[key].shape == (n, npix, npix) and arrays[key].dtype == np.float32
     assert arrays["lens_params"].shape == (n, 8) and arrays["lens_params"].dtype == np.float32
     assert list(table.columns) == (["source_id", "kind", "stamp_index", "lens_model"] + list(LENS_PARAMETERS)
-                                   + ["source_x", "source_y", "source_magnitude", "source_pixel_scale_arcsec"])
+                                   + ["source_x", "source_y", "source_magnitude", "source_pixel_scale_arcsec",
+                                      "source_hlr_arcsec"])
     # each source keeps its own size on the sky: the stamp's pixel scale
     np.testing.assert_array_equal(table["source_pixel_scale_arcsec"],
                                   meta["pixel_scale_arcsec"].to_numpy()[table["stamp_index"]])
@@ -413,6 +414,14 @@ def test_source_size_on_the_sky(pairs_cfg):
     _, t_fix = simulate_pairs(images, meta, 2, "SIS", dict(pairs_cfg, source_pixel_scale_arcsec=0.05),
                               np.random.default_rng(3), progress=False)
     assert (t_fix["source_pixel_scale_arcsec"] == 0.05).all()
+    # the recorded half-light radius follows the scale the source was lensed at
+    meta["hlr_arcsec"] = [0.1, 0.2]
+    _, t_hlr = simulate_pairs(images, meta, 4, "SIS", pairs_cfg, np.random.default_rng(3), progress=False)
+    np.testing.assert_allclose(t_hlr["source_hlr_arcsec"], meta["hlr_arcsec"].to_numpy()[t_hlr["stamp_index"]])
+    _, t_hlr = simulate_pairs(images, meta, 4, "SIS", dict(pairs_cfg, source_pixel_scale_arcsec=0.08),
+                              np.random.default_rng(3), progress=False)
+    np.testing.assert_allclose(t_hlr["source_hlr_arcsec"],
+                               (meta["hlr_arcsec"] * 0.08 / meta["pixel_scale_arcsec"]).to_numpy()[t_hlr["stamp_index"]])
     with pytest.raises(ValueError, match="source_pixel_scale_arcsec"):
         simulate_pairs(images, meta.drop(columns="pixel_scale_arcsec"), 2, "SIS", pairs_cfg, np.random.default_rng(3),
                        progress=False)

@@ -363,6 +363,16 @@ def lensing_sources(arrays: Mapping[str, np.ndarray], meta: pd.DataFrame, kinds:
     return images, meta.iloc[rows].reset_index(drop=True)
 
 
+def source_half_light_radii(meta: pd.DataFrame, rows: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Half-light radius on the sky (arcsec) of the stamps ``rows`` as lensed at ``scales`` arcsec per pixel: the
+    stamp's ``hlr_arcsec`` at its own pixel scale, rescaled where the config fixes another; NaN if unknown."""
+    if "hlr_arcsec" not in meta or "pixel_scale_arcsec" not in meta:
+        return np.full(len(rows), np.nan)
+    hlr = meta["hlr_arcsec"].to_numpy(dtype=float)[rows]
+    own = meta["pixel_scale_arcsec"].to_numpy(dtype=float)[rows]
+    return hlr * np.asarray(scales, dtype=float) / own
+
+
 def source_pixel_scales(meta: pd.DataFrame, rows: np.ndarray, cfg: Mapping[str, Any]) -> np.ndarray:
     """Arcsec per source-stamp pixel of the stamps ``rows``: ``cfg["source_pixel_scale_arcsec"]`` if set, else
     each stamp's own ``pixel_scale_arcsec`` (its size on the sky kept)."""
@@ -432,7 +442,7 @@ def simulate_pairs(
     ``lensed`` (noisy), ``lensed_noiseless``, ``source`` (unlensed, no PSF), ``noise_sigma``
     (num_pix², e-/s per pixel) and ``lens_params`` (n, 8; LENS_PARAMETERS order), and the table
     (``source_id``, ``kind``, ``stamp_index``, ``lens_model``, the 8 parameters, ``source_x``,
-    ``source_y`` (arcsec), ``source_magnitude``).
+    ``source_y`` (arcsec), ``source_magnitude``, ``source_pixel_scale_arcsec``, ``source_hlr_arcsec``).
     """
     _check_lens_model(lens_model)
     images = np.asarray(images)
@@ -462,6 +472,7 @@ def simulate_pairs(
     table["source_y"] = src_y
     table["source_magnitude"] = mags
     table["source_pixel_scale_arcsec"] = scales
+    table["source_hlr_arcsec"] = source_half_light_radii(meta, idx, scales)
     table["source_id"] = table["source_id"].astype(object)
     table["kind"] = table["kind"].astype(object)
     return out, table
