@@ -10,7 +10,8 @@ from sourcelens.diversity import NEAR_COPY_CORRELATION, diversity_table, measure
 from sourcelens.io import provenance, save_figure, write_table
 
 record = provenance(snakemake.config, rule="source_diversity", input=list(map(str, snakemake.input)))
-measured = measure_splits({"train": snakemake.input.train, "test": snakemake.input.test})
+measured = measure_splits({"train": snakemake.input.train, "test": snakemake.input.test},
+                          max_per_kind=snakemake.params.max_per_kind)
 table = diversity_table(measured)
 log.info("diversity per kind and split:\n%s", table.to_string())
 write_table(measured, snakemake.output.per_galaxy, record)

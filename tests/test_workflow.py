@@ -107,8 +107,14 @@ def test_tiny_end_to_end(tmp_path):
     assert pair_ids <= ids["test"]
     for f in ("filter_table.csv", "filter_table.provenance.json"):
         assert (results / "tables" / f).exists()
-    for f in ("filter_table.png", "stamps_by_kind.png"):
+    for f in ("filter_table.png", "stamps_by_kind.png", "source_diversity.png"):
         assert (results / "figures" / f).exists()
+    import pandas as pd
+
+    diversity = pd.read_csv(results / "tables" / "source_diversity.csv")
+    assert diversity["kind"].iloc[0] == "cosmos" and set(diversity["split"]) == {"train", "test"}
+    assert diversity["hlr_arcsec_median"].between(0.01, 5).all() and diversity["sersic_n_median"].between(0.2, 8).all()
+    assert diversity.loc[diversity["split"] == "test", "nn_correlation_median"].between(-1, 1).all()
     assert list((tmp_path / "logs").rglob("*.log")) and list((tmp_path / "benchmarks").rglob("*.tsv"))
     _check_vae_and_fits(results, tiny)
     # shard files were temporary

@@ -121,28 +121,38 @@ def diversity_table(measured: pd.DataFrame, quantiles: tuple[float, float, float
     return pd.DataFrame(rows)
 
 
-def measure_splits(paths: dict[str, str], *, max_iter: int = 100) -> pd.DataFrame:
-    """:func:`measure_sources` of the original stamps of each split's file (``{"train": path, "test": path}``),
-    with column ``split``, and the test galaxies' :func:`nearest_neighbour_correlation` with every training
-    stamp (augmented copies included)."""
-    from .io import read_dataset
-    from .selection import original_rows
+def measure_splits(paths: dict[str, str], *, max_per_kind: int | None = None, max_iter: int = 100,
+                   chunk: int = 4096) -> pd.DataFrame:
+    """:func:`measure_sources` of the original stamps of each split's file (``{"train": path, "test": path}``), at
+    most ``max_per_kind`` of each kind per split (evenly spaced in source-id order), with column ``split``, and the
+    test galaxies' :func:`nearest_neighbour_correlation` with every training stamp (augmented copies included,
+    read ``chunk`` rows at a time: a paper-scale training file need not fit in memory)."""
+    from .io import read_dataset, read_meta
+    from .selection import evenly_spaced_rows, original_rows
 
     parts, test_best = [], None
     for split, path in paths.items():
-        arrays, meta = read_dataset(path)
+        meta = read_meta(path)
         rows = original_rows(meta)
-        originals = {k: v[rows] for k, v in arrays.items()}
-        measured = measure_sources(originals, meta.iloc[rows].reset_index(drop=True), max_iter=max_iter)
+        rows = rows[np.argsort(meta["source_id"].astype(str).to_numpy()[rows], kind="stable")]
+        if max_per_kind is not None:
+            kinds = meta["kind"].astype(str).to_numpy()[rows]
+            rows = np.sort(np.concatenate([rows[kinds == k][evenly_spaced_rows(int((kinds == k).sum()), max_per_kind)]
+                                           for k in pd.unique(kinds)]))
+        arrays, sel = read_dataset(path, index=rows)
+        measured = measure_sources(arrays, sel.reset_index(drop=True), max_iter=max_iter)
         measured["split"] = split
         log.info("%s: %d originals measured", split, len(measured))
         if split == "test" and "train" in paths:
-            test_best = _best_images(originals)
+            test_best = _best_images(arrays)
         parts.append(measured)
     out = pd.concat(parts, ignore_index=True)
     out["nn_correlation"] = np.nan
     if test_best is not None:
-        train_arrays, _ = read_dataset(paths["train"])
-        out.loc[out["split"] == "test", "nn_correlation"] = nearest_neighbour_correlation(
-            test_best, _best_images(train_arrays))
+        n_train = len(read_meta(paths["train"]))
+        best = np.full(len(test_best), -1.0)
+        for start in range(0, n_train, chunk):
+            train_arrays, _ = read_dataset(paths["train"], index=slice(start, min(start + chunk, n_train)))
+            best = np.maximum(best, nearest_neighbour_correlation(test_best, _best_images(train_arrays)))
+        out.loc[out["split"] == "test", "nn_correlation"] = best
     return out

@@ -122,6 +122,8 @@ rule source_diversity:
         per_galaxy="results/metrics/source_diversity.csv",
         table=report("results/tables/source_diversity.csv", caption="../report/source_diversity.rst", category="Data"),
         figure=report("results/figures/source_diversity.png", caption="../report/source_diversity.rst", category="Data"),
+    params:
+        max_per_kind=config["evaluate"]["diversity_galaxies"],
     log:
         "logs/source_diversity.log",
     benchmark:
