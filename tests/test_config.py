@@ -74,3 +74,16 @@ def test_config_readme_documents_every_key(repo):
 
     readme = (repo / "config" / "README.md").read_text()
     assert schema_markdown() in readme, "config/README.md is out of date: regenerate with python -m sourcelens.config"
+
+
+def test_lensed_source_kinds_follow_the_sources(btk_dir):
+    """Unset, the simulations lens the drawn kinds configured (noiseless truths), else the real galaxies; a list
+    that names none of the configured kinds is refused with both keys named."""
+    from sourcelens.config import check_config
+
+    assert check_config({})["simulate"]["source_kinds"] == ["cosmos_fit", "parametric"]
+    only_real = {"sources": {"kinds": ["cosmos"], "cosmos": {"dir": str(btk_dir)}}}
+    assert check_config(only_real)["simulate"]["source_kinds"] == ["cosmos"]
+    assert check_config({"sources": {"kinds": ["parametric"]}})["simulate"]["source_kinds"] == ["parametric"]
+    with pytest.raises(ConfigError, match="simulate/source_kinds.*sources/kinds"):
+        check_config({**only_real, "simulate": {"source_kinds": ["parametric"]}})

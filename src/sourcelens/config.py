@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -94,6 +94,8 @@ def check_config(config: Mapping[str, Any]) -> dict:
         except CatalogueError as err:
             problems.append(f"config key 'sources/{kind}/dir': {str(err).replace('sources/cosmos/', f'sources/{kind}/')}")
 
+    if cfg["simulate"]["source_kinds"] is None:
+        cfg["simulate"]["source_kinds"] = default_lensed_kinds(sources["kinds"])
     lensed = [k for k in cfg["simulate"]["source_kinds"] if k in sources["kinds"]]
     if not lensed:
         problems.append(
@@ -113,6 +115,13 @@ def check_config(config: Mapping[str, Any]) -> dict:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def default_lensed_kinds(kinds: Sequence[str]) -> list[str]:
+    """The source kinds the simulations lens when ``simulate.source_kinds`` is null: the drawn kinds configured
+    (lensed as their noiseless truth), else the real galaxies; never the XDF picture (not linear in flux)."""
+    drawn = [k for k in ("cosmos_fit", "parametric") if k in kinds]
+    return drawn or [k for k in kinds if k == "cosmos"] or ["cosmos_fit", "parametric"]
 
 
 def load_config(*paths: str | Path, overrides: Mapping[str, Any] | None = None) -> dict:
