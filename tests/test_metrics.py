@@ -144,6 +144,13 @@ def test_select_examples_is_deterministic():
     idx = select_examples(meta, 3)
     assert list(meta.source_id[idx]) == ["k-001", "k-005", "k-009"]
     assert np.array_equal(idx, select_examples(meta, 3))
+    # with kinds: every kind shown, real galaxies first, however few they are
+    meta = pd.DataFrame({"source_id": [f"parametric-{i:02d}" for i in range(40)] + ["cosmos-1", "cosmos-2"]
+                         + [f"cosmos_fit-{i}" for i in range(5)], "augmentation": "original"})
+    meta["kind"] = meta["source_id"].str.split("-").str[0]
+    picked = list(meta.source_id[select_examples(meta, 8)])
+    assert picked[:2] == ["cosmos-1", "cosmos-2"] and sum(p.startswith("cosmos_fit") for p in picked) == 3
+    assert sum(p.startswith("parametric") for p in picked) == 3 and picked[-1] == "parametric-39"
 
 
 def test_ssim_ceiling_with_correlated_noise():

@@ -61,10 +61,22 @@ def first_originals(meta: pd.DataFrame, n: int | None = None, *, linear_only: bo
 
 
 def select_examples(meta: pd.DataFrame, n: int) -> np.ndarray:
-    """``n`` originals evenly spaced in source-id order (ids start with the kind, so the examples
-    spread over the source kinds). Returns row indices of ``meta``."""
+    """``n`` originals for example figures: evenly spaced in source-id order within each kind, the kinds taken in
+    turn (real galaxies first, :data:`~sourcelens.names.SOURCE_KINDS`), so a figure shows every kind whatever
+    their numbers; listed kind by kind. Returns row indices of ``meta``."""
     order = _originals_by_id(meta)
-    return order[evenly_spaced_rows(order.size, n)]
+    if "kind" not in meta.columns:
+        return order[evenly_spaced_rows(order.size, n)]
+    kinds = meta["kind"].astype(str).to_numpy()[order]
+    present = sorted(set(kinds), key=lambda k: (SOURCE_KINDS.index(k) if k in SOURCE_KINDS else len(SOURCE_KINDS), k))
+    n_of = dict.fromkeys(present, 0)
+    for _ in range(max(0, int(n))):                     # round robin over the kinds that still have galaxies
+        open_kinds = [k for k in present if n_of[k] < np.count_nonzero(kinds == k)]
+        if not open_kinds:
+            break
+        n_of[min(open_kinds, key=lambda k: (n_of[k], present.index(k)))] += 1
+    rows = [order[kinds == k][evenly_spaced_rows(int(np.count_nonzero(kinds == k)), n_of[k])] for k in present]
+    return np.concatenate(rows) if rows else np.zeros(0, dtype=int)
 
 
 def select_per_kind(kinds: Sequence[str], n_per_kind: int, seed: int = 0) -> np.ndarray:
