@@ -107,9 +107,10 @@ def test_parametric_galaxies_follow_their_config():
     for g in a:
         assert g.kind == "parametric" and g.source_id.startswith("parametric-")
         assert cfg["mag_range"][0] <= g.magnitude <= cfg["mag_range"][1]
-        # the stamp (10 half-light radii across) holds the magnitude's flux but for the wings of n ≈ 4 profiles
+        # the drawing stamp (16 half-light radii across, at least 64 pixels) holds the magnitude's flux but for the
+        # far wings of n ≈ 4 profiles (200 galaxies: at most 9 % lost, median 0.4 %), as a cut-out of the sky would
         flux = 10 ** (-0.4 * (g.magnitude - F814W_ZERO_POINT))
-        assert 0.85 * flux <= g.image.sum() <= 1.0001 * flux, (g.source_id, g.image.sum() / flux)
+        assert 0.9 * flux <= g.image.sum() <= 1.0001 * flux, (g.source_id, g.image.sum() / flux)
         hlr = half_light_radius(g.image) * g.pixel_scale_arcsec
         assert 0.9 * lo <= hlr <= hi, (g.source_id, hlr)
     noisy = list(parametric_galaxies(dict(cfg, noise_sigma=0.01), np.random.default_rng(5)))
