@@ -14,6 +14,7 @@ attrs = read_attrs(path)
 if "pixel_scale_arcsec" not in attrs:
     raise ValueError(f"{path}: no pixel_scale_arcsec attribute (every pairs file has one); rerun the rule that makes it")
 pixel_scale = float(attrs["pixel_scale_arcsec"])
+source_scale = float(attrs.get("source_grid_pixel_scale_arcsec", pixel_scale))
 n_total = len(read_meta(path))
 # evenly spaced through the file: deterministic, and spans the shards
 index = evenly_spaced_rows(n_total, int(snakemake.params.n_examples))
@@ -25,7 +26,8 @@ log.info("%s: %d pairs, plotting rows %s, pixel scale %g arcsec", path, n_total,
 fig = plots.pair_examples(
     arrays["source"], arrays["lensed_noiseless"], arrays["lensed"], pixel_scale,
     lens_params=arrays["lens_params"], noise_sigma=arrays["noise_sigma"], row_labels=plots.example_labels(meta),
-    suptitle=f"{lens} + external shear: test-set examples ({pixel_scale:g}\" pixels)",
+    suptitle=f"{lens} + external shear: test-set examples ({pixel_scale:g}\" pixels; source {source_scale:.3g}\")",
+    source_pixel_scale=source_scale,
 )
 save_figure(
     fig, snakemake.output[0],

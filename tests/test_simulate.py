@@ -23,6 +23,7 @@ from sourcelens.simulate import (
     magnitude_to_counts,
     make_psf,
     simulate_pairs,
+    source_grid_scale,
     simulate_sr,
 )
 
@@ -179,7 +180,8 @@ def test_pairs_outputs_and_lenstronomy_reference(pairs_cfg):
     assert arrays["lens_params"].shape == (n, 8) and arrays["lens_params"].dtype == np.float32
     assert list(table.columns) == (["source_id", "kind", "stamp_index", "lens_model"] + list(LENS_PARAMETERS)
                                    + ["source_x", "source_y", "source_magnitude", "source_pixel_scale_arcsec",
-                                      "source_hlr_arcsec"])
+                                      "source_hlr_arcsec", "source_grid_flux_fraction", "source_relens_error",
+                                      "edge_peak_fraction"])
     # each source keeps its own size on the sky: the stamp's pixel scale
     np.testing.assert_array_equal(table["source_pixel_scale_arcsec"],
                                   meta["pixel_scale_arcsec"].to_numpy()[table["stamp_index"]])
@@ -204,14 +206,22 @@ def test_pairs_outputs_and_lenstronomy_reference(pairs_cfg):
                    "phi_G": 0.0, "amp": flux / (stamp.sum() * scale**2)}]
         ref = model.image(kw_lens, kw_src)
         np.testing.assert_allclose(arrays["lensed_noiseless"][i], ref, rtol=1e-5, atol=1e-6 * ref.max())
-        # the unlensed source carries the magnitude's flux (the stamp lies inside the field)
-        assert arrays["source"][i].sum() == pytest.approx(flux, rel=1e-3)
+        # the unlensed source: lenstronomy's surface brightness of the same INTERPOL source averaged over each
+        # source-grid pixel's sub-pixels (pixel centres at (k + 1/2)/sub - npix/2, in grid pixels), flux per pixel
+        g, sub = source_grid_scale(pairs_cfg), pairs_cfg["supersampling"]
+        centres = ((np.arange(npix * sub) + 0.5) / sub - npix / 2) * g
+        sb = np.array([[float(source_model.surface_brightness(x, y, kw_src)) for x in centres] for y in centres])
+        expect_src = sb.reshape(npix, sub, npix, sub).mean(axis=(1, 3)) * g**2
+        np.testing.assert_allclose(arrays["source"][i], expect_src, rtol=1e-5, atol=1e-6 * expect_src.max())
+        assert table["source_grid_flux_fraction"][i] == pytest.approx(arrays["source"][i].sum() / flux, rel=1e-5)
+        assert table["source_grid_flux_fraction"][i] > 0.99           # these stamps lie inside the grid
+        assert 0 <= table["source_relens_error"][i] < 0.2 and 0 <= table["edge_peak_fraction"][i] < 0.01
         # the unlensed source keeps the stamp's orientation (x along columns, y along rows)
         src = arrays["source"][i]
         stamp_c = np.asarray(np.unravel_index(np.argmax(stamp), stamp.shape), float) - (stamp.shape[0] - 1) / 2
         peak = np.asarray(np.unravel_index(np.argmax(src), src.shape), float) - (npix - 1) / 2
-        expect = (stamp_c * scale + [row["source_y"], row["source_x"]]) / s
-        assert np.all(np.abs(peak - expect) <= 1.01)
+        expect = (stamp_c * scale + [row["source_y"], row["source_x"]]) / g
+        assert np.all(np.abs(peak - expect) <= 1.51)
 
 
 def test_sis_point_source_magnification(pairs_cfg):
@@ -219,7 +229,8 @@ def test_sis_point_source_magnification(pairs_cfg):
     theta_e, beta = 1.0, 0.3
     cfg = pairs_cfg
     cfg.update(num_pix=160, pixel_scale_arcsec=0.02, supersampling=4, source_pixel_scale_arcsec=0.005,
-               source_offset_arcsec=0.0, source_magnitude=[20.0, 20.0], psf={"type": "NONE"})
+               source_grid_pixel_scale_arcsec=0.02, source_offset_arcsec=0.0, source_magnitude=[20.0, 20.0],
+               psf={"type": "NONE"})
     cfg["priors"] = {"theta_E": theta_e, "center_x": 0.0, "center_y": 0.0, "gamma1": 0.0, "gamma2": 0.0}
     images = gaussian_stamp(4.0)  # sigma 0.02 arcsec << beta
     meta = pd.DataFrame({"source_id": ["point"], "kind": ["test"]})
@@ -397,7 +408,8 @@ def test_source_size_on_the_sky(pairs_cfg):
     images, meta = fake_stamps(2)
     meta["pixel_scale_arcsec"] = [0.02, 0.04]
     same = np.stack([images[0], images[0]])                   # one galaxy, at two sizes on the sky
-    fine = dict(pairs_cfg, source_offset_arcsec=0.0, num_pix=128, pixel_scale_arcsec=0.02)
+    fine = dict(pairs_cfg, source_offset_arcsec=0.0, num_pix=128, pixel_scale_arcsec=0.02,
+                source_grid_pixel_scale_arcsec=0.02)
     own, t_own = simulate_pairs(same, meta, 6, "SIS", fine, np.random.default_rng(3), progress=False)
     np.testing.assert_array_equal(t_own["source_pixel_scale_arcsec"],
                                   meta["pixel_scale_arcsec"].to_numpy()[t_own["stamp_index"]])

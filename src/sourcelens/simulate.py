@@ -52,6 +52,9 @@ __all__ = [
     "draw_pair_scenes",
     "pairs_renderer",
     "render_pairs",
+    "render_source_grid",
+    "source_grid_scale",
+    "edge_peak_fraction",
     "lensing_sources",
     "source_pixel_scales",
     "taper_sources",
@@ -395,32 +398,72 @@ def taper_sources(stamps: np.ndarray, fraction: float) -> np.ndarray:
     return stamps * edge_taper(stamps.shape[-1], width) if width else stamps
 
 
+def source_grid_scale(cfg: Mapping[str, Any]) -> float:
+    """Arcsec per pixel of the stored unlensed ``source`` (``source_grid_pixel_scale_arcsec``; null: a third of the
+    image pixel): the source-plane grid of ``num_pix``² pixels centred on the optical axis."""
+    value = cfg.get("source_grid_pixel_scale_arcsec")
+    return float(value) if value is not None else float(cfg["pixel_scale_arcsec"]) / 3.0
+
+
+def render_source_grid(kwargs_source: Sequence[Mapping[str, Any]], num_pix: int, pixel_scale: float,
+                       supersampling: int = 1, light_model: LightModel | None = None) -> np.ndarray:
+    """The unlensed source (lenstronomy ``INTERPOL`` kwargs) integrated over the pixels of a ``num_pix``² grid of
+    ``pixel_scale`` arcsec centred on (0, 0) (``supersampling``² samples a pixel): flux per pixel, no PSF. The same
+    surface-brightness function the lensing evaluated, on an explicit grid: the exact truth of a delensing."""
+    model = light_model or LightModel(light_model_list=["INTERPOL"])
+    sub = int(supersampling)
+    offsets = ((np.arange(num_pix * sub) + 0.5) / sub - num_pix / 2.0) * pixel_scale
+    xx, yy = np.meshgrid(offsets, offsets)
+    sb = model.surface_brightness(xx.ravel(), yy.ravel(), list(kwargs_source)).reshape(num_pix * sub, num_pix * sub)
+    return sb.reshape(num_pix, sub, num_pix, sub).mean(axis=(1, 3)) * pixel_scale**2
+
+
 def render_pairs(stamps: np.ndarray, lens_model: str, params: pd.DataFrame, fluxes: np.ndarray,
                  src_x: np.ndarray, src_y: np.ndarray, scales: np.ndarray, cfg: Mapping[str, Any],
                  rng: np.random.Generator, *, renderer: LensedImageRenderer | None = None, unlensed: bool = True,
                  dtype=np.float32, progress: bool = True) -> dict[str, np.ndarray]:
     """Lens stamp i (surface brightness, ``scales[i]`` arcsec per pixel) with lens ``params`` row i, total flux
     ``fluxes[i]`` (e-/s) at (``src_x[i]``, ``src_y[i]``) arcsec, and add noise (one ``add_noise`` draw per scene,
-    in order). Returns ``lensed_noiseless``, ``lensed``, ``noise_sigma`` and (``unlensed``) ``source`` arrays
-    (n, num_pix, num_pix), e-/s per pixel."""
+    in order). Returns ``lensed_noiseless``, ``lensed``, ``noise_sigma`` (n, num_pix, num_pix), e-/s per pixel,
+    and with ``unlensed`` the ``source`` on the source grid (:func:`render_source_grid`, :func:`source_grid_scale`)
+    and ``source_relens_error`` (n,): max |lensing of that grid − lensed_noiseless| / peak, how exactly the stored
+    source reproduces the lensed image."""
     renderer = renderer or pairs_renderer(lens_model, cfg)
     n, num_pix = len(params), int(cfg["num_pix"])
     noise_cfg = cfg.get("noise", {})
     names = ("lensed", "lensed_noiseless") + (("source",) if unlensed else ()) + ("noise_sigma",)
     out = {k: np.empty((n, num_pix, num_pix), dtype=dtype) for k in names}
+    if unlensed:
+        out["source_relens_error"] = np.empty(n, dtype=np.float64)
+        grid_scale, sub = source_grid_scale(cfg), int(cfg.get("supersampling", 1))
+        light = LightModel(light_model_list=["INTERPOL"])
     records = params.to_dict("records")
     with _progress(n, f"lensing {lens_model}", progress) as bar:
         for i in range(n):
             _, kw_lens = lens_kwargs(lens_model, records[i])
             kw_src = [_interpol_kwargs(np.asarray(stamps[i], dtype=float), float(scales[i]), fluxes[i],
                                        src_x[i], src_y[i])]
-            lensed, source = renderer.render(kw_lens, kw_src, unlensed=unlensed)
+            lensed, _ = renderer.render(kw_lens, kw_src, unlensed=False)
             noisy, sigma = add_noise(lensed, noise_cfg, rng)
             out["lensed_noiseless"][i], out["lensed"][i], out["noise_sigma"][i] = lensed, noisy, sigma
             if unlensed:
+                light.delete_interpol_caches()
+                source = render_source_grid(kw_src, num_pix, grid_scale, sub, light)
                 out["source"][i] = source
+                kw_grid = [{"image": source, "amp": 1.0 / grid_scale**2, "center_x": 0.0, "center_y": 0.0,
+                            "phi_G": 0.0, "scale": grid_scale}]
+                relensed, _ = renderer.render(kw_lens, kw_grid, unlensed=False)
+                out["source_relens_error"][i] = float(np.max(np.abs(relensed - lensed)) / max(lensed.max(), 1e-300))
             bar.update()
     return out
+
+
+def edge_peak_fraction(images: np.ndarray) -> np.ndarray:
+    """Brightest pixel of each image's outer ring (the border pixels) over its peak (N,): above ~1 % the lensed
+    light is cut by the field's edge."""
+    images = np.asarray(images, dtype=float)
+    ring = np.concatenate([images[:, 0, :], images[:, -1, :], images[:, :, 0], images[:, :, -1]], axis=1)
+    return ring.max(axis=1) / np.maximum(images.max(axis=(1, 2)), 1e-300)
 
 
 def simulate_pairs(
@@ -439,10 +482,13 @@ def simulate_pairs(
     parameters (LENS_PARAMETERS order), source x, source y, magnitudes, then per sample the noise.
 
     Returns arrays (float32, object index first; images e-/s per pixel)
-    ``lensed`` (noisy), ``lensed_noiseless``, ``source`` (unlensed, no PSF), ``noise_sigma``
-    (num_pix², e-/s per pixel) and ``lens_params`` (n, 8; LENS_PARAMETERS order), and the table
+    ``lensed`` (noisy), ``lensed_noiseless``, ``noise_sigma`` (num_pix², e-/s per pixel), ``source`` (unlensed,
+    no PSF, on the source grid: num_pix² pixels of :func:`source_grid_scale`, centred on the optical axis; flux per
+    source pixel) and ``lens_params`` (n, 8; LENS_PARAMETERS order), and the table
     (``source_id``, ``kind``, ``stamp_index``, ``lens_model``, the 8 parameters, ``source_x``,
-    ``source_y`` (arcsec), ``source_magnitude``, ``source_pixel_scale_arcsec``, ``source_hlr_arcsec``).
+    ``source_y`` (arcsec), ``source_magnitude``, ``source_pixel_scale_arcsec``, ``source_hlr_arcsec``, and the
+    checks of each sample: ``source_grid_flux_fraction`` (the source's flux inside the source grid),
+    ``source_relens_error`` (:func:`render_pairs`) and ``edge_peak_fraction`` (:func:`edge_peak_fraction`)).
     """
     _check_lens_model(lens_model)
     images = np.asarray(images)
@@ -458,6 +504,7 @@ def simulate_pairs(
     sources = taper_sources(images[idx], cfg.get("source_taper_fraction", 0.0))
     out = render_pairs(sources, lens_model, params, fluxes, src_x, src_y, scales, cfg, rng, progress=progress)
     out["lens_params"] = params[list(LENS_PARAMETERS)].to_numpy(dtype=np.float32)
+    relens_error = out.pop("source_relens_error")
 
     table = pd.DataFrame({
         "source_id": meta["source_id"].to_numpy()[idx].astype(str) if n else np.array([], dtype=object),
@@ -473,6 +520,9 @@ def simulate_pairs(
     table["source_magnitude"] = mags
     table["source_pixel_scale_arcsec"] = scales
     table["source_hlr_arcsec"] = source_half_light_radii(meta, idx, scales)
+    table["source_grid_flux_fraction"] = out["source"].sum(axis=(1, 2), dtype=float) / fluxes if n else np.zeros(0)
+    table["source_relens_error"] = relens_error
+    table["edge_peak_fraction"] = edge_peak_fraction(out["lensed_noiseless"]) if n else np.zeros(0)
     table["source_id"] = table["source_id"].astype(object)
     table["kind"] = table["kind"].astype(object)
     return out, table
@@ -511,8 +561,11 @@ def pairs_attrs(cfg: Mapping[str, Any], lens_model: str) -> dict[str, Any]:
         "magnitude_zero_point": float(cfg["magnitude_zero_point"]),
         "units": UNITS,
         "coordinates": COORDINATES,
-        "truth_convention": "source: unlensed source on the image grid, no PSF, no noise; "
-                            "lensed_noiseless: lensed and PSF-convolved; lensed: plus noise",
+        "source_grid_pixel_scale_arcsec": source_grid_scale(cfg),
+        "source_grid_num_pix": int(cfg["num_pix"]),
+        "truth_convention": "source: the unlensed source (the lensed stamp's surface brightness) integrated over the "
+                            "source grid (num_pix² pixels of source_grid_pixel_scale_arcsec centred on the optical "
+                            "axis), no PSF, no noise; lensed_noiseless: lensed and PSF-convolved; lensed: plus noise",
     }
 
 
@@ -521,7 +574,8 @@ def pairs_array_attrs() -> dict[str, dict[str, str]]:
     return {
         "lensed": {"units": UNITS, "description": "lensed source, PSF-convolved, with noise"},
         "lensed_noiseless": {"units": UNITS, "description": "lensed source, PSF-convolved, no noise"},
-        "source": {"units": UNITS, "description": "unlensed source on the image grid, no PSF, no noise"},
+        "source": {"units": "e-/s per source-grid pixel",
+                   "description": "unlensed source on the source grid (root attrs source_grid_*), no PSF, no noise"},
         "noise_sigma": {"units": UNITS, "description": "per-pixel noise sigma of `lensed`"},
         "lens_params": {"units": "arcsec (theta_E, center_x, center_y); dimensionless otherwise",
                         "description": "columns: " + ", ".join(LENS_PARAMETERS)},

@@ -143,11 +143,14 @@ def pair_examples(
     mark_lens: bool = True,
     units: str = FLUX_UNITS,
     suptitle: str | None = None,
+    source_pixel_scale: float | None = None,
 ) -> Figure:
     """Lensing examples, one row each: unlensed source, noiseless lensed image, noisy lensed image.
 
-    All arrays are (N, H, W) on the same grid of ``pixel_scale`` arcsec; the three panels of a
-    row share one colour scale (surface brightness is conserved by lensing) and one colourbar.
+    All arrays are (N, H, W): the images on a grid of ``pixel_scale`` arcsec, the source on its own grid of
+    ``source_pixel_scale`` arcsec (default the same), both centred on the optical axis; the source is shown
+    per image-pixel area, so that the three panels of a row share one colour scale (surface brightness is
+    conserved by lensing) and one colourbar.
     ``noise_sigma`` (per-pixel maps (N, H, W) or one value per row; estimated from
     ``lensed - lensed_noiseless`` when not given) sets the arcsinh linear width and the bottom of
     the scale (-2 sigma); ``lens_params`` (N, 8, in :data:`LENS_PARAMETERS` order) is written in
@@ -163,9 +166,12 @@ def pair_examples(
         raise ValueError("no examples to plot")
     sigmas = _row_sigmas(noise_sigma, n)
     params = _lens_params(lens_params, n)
-    ext = extent(source.shape, pixel_scale)
+    ext = extent(lensed.shape, pixel_scale)
+    src_scale = float(pixel_scale if source_pixel_scale is None else source_pixel_scale)
+    src_ext = extent(source.shape, src_scale)
+    source = source * (float(pixel_scale) / src_scale) ** 2       # flux per image-pixel area
 
-    fig, axes = image_grid(n, 3, sharex=True, sharey=True)
+    fig, axes = image_grid(n, 3)
     for i in range(n):
         sigma = sigmas[i] if np.isfinite(sigmas[i]) else robust_sigma(lensed[i] - lensed_noiseless[i])
         if stretch == "asinh":  # top from the noise-free panels, bottom at -2 sigma to show the noise
@@ -174,7 +180,7 @@ def pair_examples(
             norm = linear_norm([source[i], lensed_noiseless[i], lensed[i]])
         for j, image in enumerate((source[i], lensed_noiseless[i], lensed[i])):
             ax = axes[i, j]
-            im = _show(ax, image, ext, norm)
+            im = _show(ax, image, src_ext if j == 0 else ext, norm)
             if mark_lens and j > 0 and params is not None:
                 _mark_lens(ax, params[i], circle=j == 1)
             if i == 0:
