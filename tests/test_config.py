@@ -7,7 +7,7 @@ from sourcelens.config import ConfigError, derive_seed, load_config, rng_for, va
 def test_defaults_filled_and_valid():
     cfg = validate_config({})
     assert cfg["stamps"]["size"] == 64
-    assert cfg["simulate"]["pairs"]["pixel_scale_arcsec"] == 0.08
+    assert cfg["simulate"]["pairs"]["pixel_scale_arcsec"] == 0.12
     assert cfg["simulate"]["sr"]["low_res_num_pix"] == 75
 
 
