@@ -1,4 +1,5 @@
-"""Augmentation of galaxy stamps: the 8 dihedral copies and arbitrary-angle rotations.
+"""Augmentation of galaxy stamps: the 8 dihedral copies and arbitrary-angle rotations; and of lensed images
+with their lens parameters (:func:`dihedral_image`, :func:`dihedral_lens_params`).
 
 Every copy keeps its parent's ``source_id`` (so splits by source never leak) and records how
 it was made in ``augmentation``. Rotations by arbitrary angles use a cubic spline and are
@@ -77,3 +78,42 @@ def augment(
     out_meta["parent_index"] = idx
     result = {k: np.stack(v) if v else np.zeros((0, *first.shape[1:]), np.float32) for k, v in out.items()}
     return (result["images"] if single else result), out_meta
+
+
+# --------------------------------------------------------------------------------------------
+# Lensed images with their lens parameters
+# --------------------------------------------------------------------------------------------
+def dihedral_image(images, k: int, flip: bool):
+    """A dihedral copy of images (…, H, W), numpy or torch: left-right flip (x → −x) if ``flip``, then ``k``
+    quarter turns of ``np.rot90`` ((x, y) → (y, −x) each, with x = column and y = row)."""
+    if hasattr(images, "flip"):                      # torch
+        out = images.flip(-1) if flip else images
+        return out.rot90(int(k) % 4, dims=(-2, -1))
+    out = images[..., ::-1] if flip else images
+    return np.rot90(out, int(k) % 4, axes=(-2, -1))
+
+
+def dihedral_lens_params(params, k: int, flip: bool):
+    """The lens parameters (…, 8; :data:`~sourcelens.names.LENS_PARAMETERS` order) of the image
+    :func:`dihedral_image` ``(image, k, flip)`` makes: θE and γ are scalars; the lens centre turns as a vector;
+    the ellipticity (e1, e2) and the external shear (γ1, γ2) as spin-2 quantities (angles from the x-axis):
+    a flip conjugates them (e2, γ2 → −e2, −γ2), a quarter turn negates them."""
+    from .names import LENS_PARAMETERS
+
+    i = {name: LENS_PARAMETERS.index(name) for name in LENS_PARAMETERS}
+    copy = (lambda a: a.clone()) if hasattr(params, "clone") else (lambda a: np.array(a, dtype=float, copy=True))
+    out = copy(params)
+    if flip:
+        for name in ("center_x", "e2", "gamma2"):
+            out[..., i[name]] = -out[..., i[name]]
+    for _ in range(int(k) % 4):
+        cx = copy(out[..., i["center_x"]])
+        out[..., i["center_x"]] = out[..., i["center_y"]]
+        out[..., i["center_y"]] = -cx
+        for name in ("e1", "e2", "gamma1", "gamma2"):
+            out[..., i[name]] = -out[..., i[name]]
+    return out
+
+
+#: The 8 (quarter turns, flip) pairs of the dihedral group.
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
