@@ -117,3 +117,26 @@ def dihedral_lens_params(params, k: int, flip: bool):
 
 #: The 8 (quarter turns, flip) pairs of the dihedral group.
 DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def random_dihedral_batch(images, *, targets=None, lens_params=None, generator=None):
+    """A random dihedral copy of each item of a torch batch (images (B, …, H, W)), drawn from torch's
+    generator (seeded per batch by the staged training): the same transform for its ``targets`` image (e.g.
+    the source on a grid centred on the optical axis, which turns with the image) and its ``lens_params``
+    (:func:`dihedral_lens_params`). Returns (images, targets, lens_params), None where not given."""
+    import torch
+
+    draw = torch.randint(0, len(DIHEDRAL), (images.shape[0],), generator=generator).to(images.device)
+    images = images.clone()
+    targets = None if targets is None else targets.clone()
+    lens_params = None if lens_params is None else lens_params.clone()
+    for j, (k, flip) in enumerate(DIHEDRAL):
+        rows = draw == j
+        if j == 0 or not bool(rows.any()):
+            continue
+        images[rows] = dihedral_image(images[rows], k, flip)
+        if targets is not None:
+            targets[rows] = dihedral_image(targets[rows], k, flip)
+        if lens_params is not None:
+            lens_params[rows] = dihedral_lens_params(lens_params[rows], k, flip)
+    return images, targets, lens_params

@@ -39,8 +39,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -56,13 +57,13 @@ from ..metrics import ssim_torch
 from ..models.vae import VAE, save_vae
 from ..selection import evenly_spaced_rows
 from .determinism import derived_seed
+from .modules import LR_FACTOR, AdamPlateauModule
 from .staged import resolve_accelerator, train_stages
 
 log = logging.getLogger("sourcelens.train")
 
 RECON_LOSSES = ("mse", "mae", "chi2", "ssim_mae")
 SIGMA_FLOOR = 1e-3
-LR_FACTOR = 0.5
 METRIC_COLUMNS = ("stage", "loss", "epoch", "train_loss", "val_loss", "val_recon", "val_kl", "val_mse", "lr")
 REFERENCE_GALAXIES = 32   # training stamps whose latents are kept with the model (decoder-fit preconditioning)
 
@@ -95,7 +96,7 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str,
 # Lightning module
 
 
-class VAEModule(L.LightningModule):
+class VAEModule(AdamPlateauModule):
     """A :class:`~sourcelens.models.vae.VAE` with loss reconstruction + β·KL, Adam and ReduceLROnPlateau.
 
     Batches are ``(images (B, 1, S, S), noise_sigma (B,))``. Logged per epoch: ``train_loss``, ``val_loss``,
@@ -104,14 +105,12 @@ class VAEModule(L.LightningModule):
 
     def __init__(self, model: VAE, loss: str = "mse", beta: float = 1e-2, learning_rate: float = 1e-3,
                  lr_patience: int = 3, sigma_floor: float = SIGMA_FLOOR):
-        super().__init__()
+        super().__init__(learning_rate, lr_patience)
         if loss not in RECON_LOSSES:
             raise ValueError(f"unknown reconstruction loss {loss!r}; expected one of {RECON_LOSSES}")
         self.model = model
         self.loss_kind = loss
         self.beta = float(beta)
-        self.learning_rate = float(learning_rate)
-        self.lr_patience = int(lr_patience)
         self.sigma_floor = float(sigma_floor)
 
     def forward(self, x: torch.Tensor):
@@ -127,9 +126,7 @@ class VAEModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, sigma = batch
         out = self.compute_loss(x, sigma)
-        n = x.shape[0]
-        self.log("train_loss", out["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=n)
+        self.log_train(out["loss"], x.shape[0])
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):
@@ -141,13 +138,6 @@ class VAEModule(L.LightningModule):
         self.log("val_recon", out["recon"], on_epoch=True, batch_size=n)
         self.log("val_kl", out["kl"], on_epoch=True, batch_size=n)
         self.log("val_mse", mse, on_epoch=True, batch_size=n)
-
-    def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.learning_rate)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=LR_FACTOR,
-                                                           patience=self.lr_patience)
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
 
 
 # --------------------------------------------------------------------------------------
