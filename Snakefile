@@ -36,6 +36,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/vae.smk"
+include: "workflow/rules/cnn_unet.smk"
 
 
 rule all:

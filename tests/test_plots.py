@@ -20,7 +20,7 @@ from sourcelens import plots
 from sourcelens.io import save_figure, write_dataset
 from sourcelens.names import LENS_PARAMETERS
 from sourcelens.plots.simulations import LENS_PARAM_LABELS, PAIR_TITLES
-from sourcelens.plots.style import FLUX_UNITS, SPLIT_COLOURS, robust_sigma
+from sourcelens.plots.style import FLUX_UNITS, KIND_LABELS, SPLIT_COLOURS, robust_sigma
 
 ROOT = Path(__file__).resolve().parents[1]
 N, S = 2, 16
@@ -614,3 +614,195 @@ def test_script_sr_without_pixel_scales(tmp_path, rng):
 def test_script_lensing_demo(tmp_path):
     outputs = {name: tmp_path / f"lensing_{name}.png" for name in ("models", "magnification", "backward")}
     _run_script("lensing_demo", tmp_path, [], outputs, {"seed": 3})
+
+
+# --- lens-parameter CNN and delensing (study 002) --------------------------------------------
+
+
+def _cnn_table(n=12, seed=1):
+    """A predictions table as :func:`sourcelens.evaluate.cnn.cnn_predictions` writes it; kinds not in their order."""
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({"source_id": [f"s{i}" for i in range(n)],
+                          "kind": np.resize(["xdf", "cosmos", "parametric"], n), "snr": np.geomspace(5, 500, n)})
+    for name in LENS_PARAMETERS:
+        true = rng.uniform(0.5, 1.5, n) if name == "theta_E" else rng.normal(0, 0.1, n)
+        sigma = rng.uniform(0.02, 0.1, n)
+        pred = true + rng.normal(0, 0.06, n)
+        table[f"true_{name}"], table[f"pred_{name}"], table[f"sigma_{name}"] = true, pred, sigma
+        table[f"z_{name}"] = (pred - true) / sigma
+    return table
+
+
+_KINDS_IN_ORDER = ["cosmos", "parametric", "xdf"]
+
+
+def _errorbars(ax):
+    """(points (k, 2), error-bar segments) of each errorbar container of a panel, in drawing order."""
+    return [(c.lines[0].get_xydata(), c.lines[2][0].get_segments()) for c in ax.containers]
+
+
+def _check_points_by_kind(ax, table, x, y, sigma):
+    """The panel draws one errorbar set per kind in the fixed kind order, at (x, y) with bars y ± sigma."""
+    drawn = _errorbars(ax)
+    assert len(drawn) == len(_KINDS_IN_ORDER)
+    for (points, segments), kind in zip(drawn, _KINDS_IN_ORDER):
+        sel = (table["kind"] == kind).to_numpy()
+        np.testing.assert_allclose(points, np.column_stack([x[sel], y[sel]]))
+        np.testing.assert_allclose([s[:, 1] for s in segments], np.column_stack([y[sel] - sigma[sel], y[sel] + sigma[sel]]))
+
+
+def test_running_median_and_kinds_present():
+    from sourcelens.plots.style import kinds_present, running_median
+
+    x = np.array([11, 3, 0, 7, 5, 1, 9, 2, 10, 4, 8, 6, np.nan], dtype=float)
+    xm, ym = running_median(x, 2 * x, n_bins=4)  # 12 finite points: 4 bins of 3 along x
+    assert np.array_equal(xm, [1, 4, 7, 10]) and np.array_equal(ym, [2, 8, 14, 20])
+    assert running_median(x[:2], x[:2])[0].size == 0  # too few points for one bin
+    assert kinds_present(["xdf", "zz", "cosmos", "aa", "xdf"]) == ["cosmos", "xdf", "aa", "zz"]
+
+
+def test_cnn_predictions_draws_each_parameter(tmp_path):
+    table = _cnn_table()
+    fig = plots.cnn_predictions(table, fixed=["gamma"])
+    assert len(fig.axes) == 8
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [KIND_LABELS[k] for k in _KINDS_IN_ORDER]
+    for ax, name in zip(fig.axes, LENS_PARAMETERS):
+        if name == "gamma":  # fixed: a note, no points
+            assert _texts(ax) == ["fixed in training"] and not ax.containers
+            continue
+        true, pred = table[f"true_{name}"].to_numpy(), table[f"pred_{name}"].to_numpy()
+        _check_points_by_kind(ax, table, true, pred, table[f"sigma_{name}"].to_numpy())
+        r2 = 1 - np.mean((pred - true) ** 2) / np.var(true)
+        coverage = np.mean(np.abs(table[f"z_{name}"]) <= 1)
+        assert f"R² = {r2:.3f}" in ax.get_title() and f"68% cov. = {coverage:.2f}" in ax.get_title()
+        one_to_one = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert len(one_to_one) == 1 and np.array_equal(one_to_one[0].get_xdata(), one_to_one[0].get_ydata())
+        assert ("[arcsec]" in ax.get_xlabel()) == (name in ("theta_E", "center_x", "center_y"))
+        assert ax.get_xlabel().startswith("true") and ax.get_ylabel().startswith("predicted")
+    _check_saves(fig, tmp_path)
+
+
+def test_cnn_residuals_against_snr_and_theta_e():
+    from sourcelens.plots.style import running_median
+
+    table = _cnn_table()
+    fig = plots.cnn_residuals(table, fixed=["gamma"])
+    assert len(fig.axes) == 2 * 8
+    panels = np.array(fig.axes).reshape(2, 8)
+    assert all(ax.get_xscale() == "log" for ax in panels[0, [0, 2]]) and panels[1, 0].get_xscale() == "linear"
+    assert _texts(panels[0, 1]) == _texts(panels[1, 1]) == ["fixed in training"]
+    for c, name in enumerate(LENS_PARAMETERS):
+        if name == "gamma":
+            continue
+        resid = (table[f"pred_{name}"] - table[f"true_{name}"]).to_numpy()
+        for ax, x in zip(panels[:, c], ("snr", "true_theta_E")):
+            _check_points_by_kind(ax, table, table[x].to_numpy(), resid, table[f"sigma_{name}"].to_numpy())
+            assert any(np.allclose(line.get_ydata(), 0) for line in ax.lines)  # zero line
+            median = [line for line in ax.lines if line.get_label() == "_median"]
+            assert len(median) == 1
+            np.testing.assert_allclose(median[0].get_xydata(), np.column_stack(running_median(table[x], resid)))
+    assert panels[0, 0].get_xlabel() == "S/N (optimal)" and "[arcsec]" in panels[1, 3].get_xlabel()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [KIND_LABELS[k] for k in _KINDS_IN_ORDER]
+
+
+def test_cnn_calibration_lines_are_the_curve():
+    from sourcelens.evaluate.cnn import calibration_curve
+    from sourcelens.plots.cnn import PARAM_SYMBOLS
+
+    curve = calibration_curve(_cnn_table())
+    fig = plots.cnn_calibration(curve, fixed=["gamma"])
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.lines}
+    expected = [PARAM_SYMBOLS[p] for p in LENS_PARAMETERS if p != "gamma"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == expected
+    for name in LENS_PARAMETERS:
+        if name != "gamma":
+            np.testing.assert_allclose(lines[PARAM_SYMBOLS[name]].get_xydata(), curve[["level", name]].to_numpy())
+    assert np.array_equal(lines["_calibrated"].get_xdata(), lines["_calibrated"].get_ydata())
+    assert any(t.startswith("under-confident") for t in _texts(ax))
+    assert any(t.startswith("over-confident") for t in _texts(ax))
+    assert (ax.get_xlim(), ax.get_ylim()) == ((0, 1), (0, 1))
+
+
+def _delensing_images(n=2, size=S, m=8):
+    lensed = np.stack([_ring(size) * (i + 1) for i in range(n)]) + 0.01 * np.arange(size * size).reshape(size, size)
+    truth = np.stack([_blob(m, 1.5 + i) for i in range(n)]).astype(float)
+    estimates = {"identity": 0.5 * truth, "U-Net": np.roll(truth, 1, axis=-1)}
+    return lensed, truth, estimates
+
+
+def test_delensing_examples(tmp_path):
+    lensed, truth, estimates = _delensing_images()
+    metrics = pd.DataFrame({"method": ["identity", "identity", "U-Net", "U-Net"], "ssim": [0.1, 0.2, 0.75, 0.5]})
+    fig = plots.delensing_examples(lensed, truth, estimates, 0.08, 0.04, row_labels=["g0", "g1"], metrics=metrics)
+    assert len(fig.axes) == 2 * 4 + 2  # images, then the lensed and source colour bars
+    panels = np.array(fig.axes[:8]).reshape(2, 4)
+    for i in range(2):
+        for j, stack in enumerate((lensed, truth, estimates["identity"], estimates["U-Net"])):
+            _assert_shows(panels[i, j], stack[i])
+            half = 0.64 if j == 0 else 0.16  # n * pixel_scale / 2, m * grid_scale / 2
+            assert np.allclose(_image(panels[i, j]).get_extent(), [-half, half, -half, half])
+    assert [ax.get_title() for ax in panels[0]] == ["lensed image", "true source", "identity", "U-Net"]
+    assert [ax.get_ylabel() for ax in panels[:, 0]] == ["g0", "g1"]
+    assert _texts(panels[0, 2]) == ["SSIM 0.10"] and _texts(panels[1, 3]) == ["SSIM 0.50"]
+    src_norm = _image(panels[0, 1]).norm
+    assert all(_image(ax).norm is src_norm for ax in panels[:, 1:].ravel())
+    assert isinstance(src_norm, AsinhNorm) and src_norm.vmax == 1.0
+    assert _image(panels[0, 0]).norm is not src_norm
+    assert _colorbar_label(_image(panels[1, 0])) == FLUX_UNITS
+    assert _colorbar_label(_image(panels[1, 3])) == "flux / peak flux"
+    assert _texts(panels[0, 0]) == ['0.2"'] and _texts(panels[0, 1]) == ['0.05"']  # scale bars
+    _check_saves(fig, tmp_path)
+    with pytest.raises(ValueError, match="one per example"):
+        plots.delensing_examples(lensed, truth, estimates, 0.08, 0.04, metrics=metrics.iloc[:3])
+    with pytest.raises(ValueError, match="same number"):
+        plots.delensing_examples(lensed, truth[:1], estimates, 0.08, 0.04)
+
+
+def test_unet_examples_residual():
+    lensed, truth, estimates = _delensing_images()
+    unet = estimates["U-Net"]
+    fig = plots.unet_examples(lensed, truth, unet, 0.08, 0.04)
+    assert len(fig.axes) == 2 * 4 + 3
+    panels = np.array(fig.axes[:8]).reshape(2, 4)
+    for i in range(2):
+        _assert_shows(panels[i, 2], unet[i])
+        _assert_shows(panels[i, 3], unet[i] - truth[i])
+        assert np.allclose(_image(panels[i, 3]).get_extent(), [-0.16, 0.16, -0.16, 0.16])
+    rim = _image(panels[0, 3])
+    assert rim.get_cmap().name == "RdBu_r" and np.isclose(rim.norm.vmin, -rim.norm.vmax)
+    assert np.isclose(rim.norm.vmax, np.percentile(np.abs(unet - truth), 99.5))
+    assert [ax.get_title() for ax in panels[0]] == ["lensed image", "true source", "U-Net source", "U-Net − truth"]
+    assert _colorbar_label(_image(panels[1, 3])) == "U-Net − truth"  # the bar of the last residual drawn
+
+
+def test_delensing_vs_snr():
+    from sourcelens.plots.delensing import METHOD_COLOURS
+    from sourcelens.plots.style import running_median
+
+    n = 9
+    rows = [pd.DataFrame({"method": method, "snr": np.geomspace(3, 300, n), "theta_E": np.linspace(0.5, 1.5, n),
+                          "ssim": np.linspace(0.1, 0.9, n) * scale})
+            for method, scale in (("U-Net", 1.0), ("identity", 0.5))]
+    per_pair = pd.concat(rows, ignore_index=True)
+    per_pair.loc[0, "ssim"] = np.nan  # dropped
+    fig = plots.delensing_vs_snr(per_pair)
+    left, right = fig.axes
+    assert left.get_xscale() == "log" and right.get_xscale() == "linear" and left.get_ylabel() == "SSIM"
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["identity", "U-Net"]  # the methods' order
+    for ax, column in ((left, "snr"), (right, "theta_E")):
+        for k, (method, points) in enumerate(zip(("identity", "U-Net"), ax.collections)):
+            sub = per_pair[(per_pair["method"] == method) & per_pair["ssim"].notna()]
+            np.testing.assert_allclose(points.get_offsets(), sub[[column, "ssim"]].to_numpy())
+            line = next(line for line in ax.lines if line.get_label() == method)
+            np.testing.assert_allclose(line.get_xydata(), np.column_stack(running_median(sub[column], sub["ssim"])))
+            assert np.allclose(to_rgb(line.get_color()), to_rgb(METHOD_COLOURS[method]))
+    with pytest.raises(KeyError, match="psnr"):
+        plots.delensing_vs_snr(per_pair, "psnr")
+
+
+def test_method_colours_cover_the_methods():
+    from sourcelens.evaluate.delensing import DELENSING_METRICS, METHODS
+    from sourcelens.plots.delensing import METHOD_COLOURS, METRIC_LABELS
+
+    assert tuple(METHOD_COLOURS) == METHODS and tuple(METRIC_LABELS) == DELENSING_METRICS

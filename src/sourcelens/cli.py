@@ -7,6 +7,8 @@
     sourcelens vae decode MODEL LATENTS -o OUT.fits        images decoded from latents (.npy or FITS)
     sourcelens vae reconstruct MODEL FITS -o OUT.fits      encode then decode (the VAE's reconstruction)
     sourcelens vae fit MODEL FITS --sigma S -o OUT.fits    decoder fit (latents, flux, offset, zoom; L-BFGS)
+    sourcelens lens predict MODEL FITS [-o OUT]            lens parameters ± 1σ per image (CSV or FITS table)
+    sourcelens delens MODEL FITS -o OUT.fits               U-Net sources (peak-normalised, on the source grid)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,17 @@ def _describe_hdf5(path: Path, rows: int) -> str:
     return "\n".join(lines)
 
 
+def _leading_comments(path: Path) -> list[str]:
+    """The '#' lines at the top of a text table (units and origin, as ``sourcelens lens predict`` writes)."""
+    lines = []
+    with open(path) as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            lines.append(line.rstrip("\n"))
+    return lines
+
+
 def _describe(path: Path, rows: int) -> str:
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
@@ -98,8 +112,10 @@ def _describe(path: Path, rows: int) -> str:
     if suffix in (".csv", ".tsv"):
         import pandas as pd
 
-        df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-        return f"{path}  (table, {len(df)} rows × {len(df.columns)} columns)\n" + df.head(rows).to_string()
+        comments = _leading_comments(path)
+        df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", skiprows=len(comments))
+        return "\n".join([f"{path}  (table, {len(df)} rows × {len(df.columns)} columns)", *comments,
+                          df.head(rows).to_string()])
     if suffix in (".fits", ".fit", ".fz"):
         from astropy.io import fits
 
@@ -117,8 +133,9 @@ def _describe(path: Path, rows: int) -> str:
 # --------------------------------------------------------------------------------------------
 # sourcelens vae ...: the VAE on users' own galaxy stamps (FITS)
 # --------------------------------------------------------------------------------------------
-class VAECommandError(ValueError):
-    """A user-facing error of a ``sourcelens vae`` command (bad input file, size, values)."""
+class CommandError(ValueError):
+    """A user-facing error of a command on users' files (``vae``, ``lens``, ``delens``): bad input file, size,
+    values; printed as one line, exit status 1."""
 
 
 def _add_vae_parser(sub) -> None:
@@ -169,11 +186,11 @@ def _load_model(path: Path):
     from .models.vae import load_vae
 
     if not path.is_file():
-        raise VAECommandError(f"no such model file: {path}")
+        raise CommandError(f"no such model file: {path}")
     try:
         return load_vae(path)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a wrong file
-        raise VAECommandError(f"cannot load model '{path}': {err}") from err
+    except Exception as err:  # torch raises many kinds for a wrong file
+        raise CommandError(f"cannot load model '{path}': {err}") from err
 
 
 def _hdu_listing(hdul) -> str:
@@ -188,10 +205,10 @@ def _select_hdu(hdul, hdu: str, path: Path):
     try:
         chosen = hdul[key]
     except (IndexError, KeyError) as err:
-        raise VAECommandError(f"--hdu {hdu} does not exist: '{path}' has {_hdu_listing(hdul)}") from err
+        raise CommandError(f"--hdu {hdu} does not exist: '{path}' has {_hdu_listing(hdul)}") from err
     if chosen.data is None or not getattr(chosen, "is_image", False):
         what = "has no data" if chosen.data is None else f"is a {type(chosen).__name__}, not an image"
-        raise VAECommandError(f"--hdu {hdu}: that HDU of '{path}' {what}; the file has {_hdu_listing(hdul)}")
+        raise CommandError(f"--hdu {hdu}: that HDU of '{path}' {what}; the file has {_hdu_listing(hdul)}")
     return chosen
 
 
@@ -200,9 +217,9 @@ def _read_fits_array(path: Path, hdu: str | None = None) -> tuple[np.ndarray, An
     from astropy.io import fits
 
     if path.is_dir():
-        raise VAECommandError(f"'{path}' is a directory, not a FITS file")
+        raise CommandError(f"'{path}' is a directory, not a FITS file")
     if not path.is_file():
-        raise VAECommandError(f"no such file: {path}")
+        raise CommandError(f"no such file: {path}")
     try:
         with fits.open(path) as hdul:
             if hdu is not None:
@@ -210,29 +227,35 @@ def _read_fits_array(path: Path, hdu: str | None = None) -> tuple[np.ndarray, An
             else:
                 chosen = next((h for h in hdul if h.data is not None and getattr(h, "is_image", False)), None)
                 if chosen is None:
-                    raise VAECommandError(f"'{path}' has no image HDU with data; it has {_hdu_listing(hdul)}")
+                    raise CommandError(f"'{path}' has no image HDU with data; it has {_hdu_listing(hdul)}")
             return np.array(chosen.data, dtype=np.float64), chosen.header.copy()
-    except OSError as err:
-        raise VAECommandError(f"cannot read FITS file '{path}': {err}") from err
+    except CommandError:
+        raise
+    except (OSError, TypeError, ValueError) as err:  # not FITS, damaged or truncated (astropy raises all three)
+        raise CommandError(f"cannot read FITS file '{path}': {err}") from err
 
 
-def _read_stamps(path: Path, size: int, resize: bool = False, hdu: str | None = None) -> tuple[np.ndarray, bool, Any]:
-    """Stamps (N, size, size) float64 from a FITS stamp or cube; also whether the input was 2-D."""
+RESIZE_HINT = "cut or resample them, or pass --resize"
+
+
+def _read_stamps(path: Path, size: int, resize: bool = False, hdu: str | None = None, *,
+                 hint: str = RESIZE_HINT) -> tuple[np.ndarray, bool, Any]:
+    """Stamps (N, size, size) float64 from a FITS stamp or cube; also whether the input was 2-D. ``hint``: what
+    to do about a wrong size, for the message."""
     data, header = _read_fits_array(path, hdu)
     if data.ndim not in (2, 3):
-        raise VAECommandError(f"'{path}': expected a 2-D stamp or an N×H×W cube, got shape {data.shape}")
+        raise CommandError(f"'{path}': expected a 2-D stamp or an N×H×W cube, got shape {data.shape}")
     single = data.ndim == 2
     cube = data[None] if single else data
     bad = ~np.isfinite(cube).all(axis=(1, 2))
     if bad.any():
         which = np.flatnonzero(bad)
         where = "" if single else f" (stamps {', '.join(map(str, which[:10]))}{' ...' if len(which) > 10 else ''})"
-        raise VAECommandError(f"'{path}' contains NaN or infinite pixels{where}; mask or fill them first")
+        raise CommandError(f"'{path}' contains NaN or infinite pixels{where}; mask or fill them first")
     if cube.shape[1:] != (size, size):
         if not resize:
-            raise VAECommandError(
-                f"'{path}': stamps are {cube.shape[1]}×{cube.shape[2]} but the model takes {size}×{size}; "
-                f"cut or resample them, or pass --resize")
+            raise CommandError(
+                f"'{path}': stamps are {cube.shape[1]}×{cube.shape[2]} but the model takes {size}×{size}; {hint}")
         from skimage.transform import resize as sk_resize
 
         cube = np.stack([sk_resize(img, (size, size), order=1, anti_aliasing=True, preserve_range=True)
@@ -243,7 +266,7 @@ def _read_stamps(path: Path, size: int, resize: bool = False, hdu: str | None = 
 def _peaks(stamps: np.ndarray, path: Path) -> np.ndarray:
     peaks = stamps.max(axis=(1, 2))
     if (peaks <= 0).any():
-        raise VAECommandError(f"'{path}': stamps {np.flatnonzero(peaks <= 0).tolist()[:10]} have no positive pixel")
+        raise CommandError(f"'{path}': stamps {np.flatnonzero(peaks <= 0).tolist()[:10]} have no positive pixel")
     return peaks
 
 
@@ -276,7 +299,7 @@ def _model_cards(model_path: Path, vae, command: str) -> dict[str, Any]:
 
 def _read_latents(path: Path, latent_dim: int) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
-        raise VAECommandError(f"no such file: {path}")
+        raise CommandError(f"no such file: {path}")
     peak = None
     if path.suffix.lower() == ".npy":
         z = np.load(path)
@@ -287,31 +310,31 @@ def _read_latents(path: Path, latent_dim: int) -> tuple[np.ndarray, np.ndarray |
             table = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
             if table is not None:
                 if "z" not in table.columns.names:
-                    raise VAECommandError(f"'{path}': FITS table has no 'z' column")
+                    raise CommandError(f"'{path}': FITS table has no 'z' column")
                 z = np.array(table.data["z"], dtype=np.float64)
                 if "peak" in table.columns.names:
                     peak = np.array(table.data["peak"], dtype=np.float64)
             else:
                 z, _ = _read_fits_array(path)
     else:
-        raise VAECommandError(f"'{path}': latents must be a .npy or FITS file")
+        raise CommandError(f"'{path}': latents must be a .npy or FITS file")
     z = np.asarray(z, dtype=np.float64)
     if z.ndim == 1:
         z = z[None]
     if z.ndim != 2 or z.shape[1] != latent_dim:
-        raise VAECommandError(f"'{path}': expected N×{latent_dim} latents for this model, got shape {z.shape}")
+        raise CommandError(f"'{path}': expected N×{latent_dim} latents for this model, got shape {z.shape}")
     if not np.isfinite(z).all():
-        raise VAECommandError(f"'{path}' contains NaN or infinite latents")
+        raise CommandError(f"'{path}' contains NaN or infinite latents")
     return z, peak
 
 
 def _check_output(path: Path, example: str = "out.fits", option: str = "-o/--output") -> None:
     """Refuse an output path that is a directory or lies under a file, before any work is done."""
     if path.is_dir():
-        raise VAECommandError(f"{option} '{path}' is a directory; give a file name, e.g. -o {path / example}")
+        raise CommandError(f"{option} '{path}' is a directory; give a file name, e.g. -o {path / example}")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise VAECommandError(f"{option} '{path}': '{parent}' is a file, not a directory")
+        raise CommandError(f"{option} '{path}': '{parent}' is a file, not a directory")
 
 
 def _output_path(args) -> Path:
@@ -346,9 +369,8 @@ def _run_vae(args) -> int:
         mu, logvar, peaks = _encode(vae, stamps, args.input)
         out = args.output
         if out.suffix.lower() == ".npy":
-            with atomic_path(out) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, squeeze(mu))
+            with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, squeeze(mu))
         elif out.suffix.lower() in (".fits", ".fit", ".fts"):
             table = fits.BinTableHDU.from_columns([
                 fits.Column(name="z", format=f"{vae.latent_dim}D", array=mu.astype(np.float64)),
@@ -361,7 +383,7 @@ def _run_vae(args) -> int:
             with atomic_path(out) as tmp:
                 fits.HDUList([primary, table]).writeto(tmp, overwrite=True)
         else:
-            raise VAECommandError(f"output '{out}' must end in .npy or .fits")
+            raise CommandError(f"output '{out}' must end in .npy or .fits")
         print(f"encoded {len(mu)} stamp(s) of {args.input} -> {out} ({vae.latent_dim} latents each)")
         return 0
     if cmd == "reconstruct":
@@ -376,15 +398,15 @@ def _run_vae(args) -> int:
         except ValueError:
             sigma_arr = None
         if sigma_arr is not None and not sigma_arr > 0:
-            raise VAECommandError(f"--sigma must be positive, got {args.sigma}")
+            raise CommandError(f"--sigma must be positive, got {args.sigma}")
         if sigma_arr is None:
             sig_path = Path(args.sigma)
             sigma_arr, _, _ = _read_stamps(sig_path, vae.image_size, args.resize)
             if sigma_arr.shape != stamps.shape:
-                raise VAECommandError(f"sigma map '{sig_path}' has shape {sigma_arr.shape}, "
-                                      f"the stamps {stamps.shape}")
+                raise CommandError(f"sigma map '{sig_path}' has shape {sigma_arr.shape}, "
+                                   f"the stamps {stamps.shape}")
             if not (sigma_arr > 0).all():
-                raise VAECommandError(f"sigma map '{sig_path}' has non-positive values")
+                raise CommandError(f"sigma map '{sig_path}' has non-positive values")
         peaks = _peaks(stamps, args.input)
         from .fit.decoder import fit_decoder
 
@@ -406,6 +428,188 @@ def _run_vae(args) -> int:
         return 0
     return 2
 
+
+# --------------------------------------------------------------------------------------------
+# sourcelens lens predict / sourcelens delens: study 002's networks on users' lensed images (FITS)
+# --------------------------------------------------------------------------------------------
+FITS_SUFFIXES = (".fits", ".fit", ".fts")
+#: Units of the lens parameters (sourcelens.names.LENS_PARAMETERS); the others are dimensionless.
+PARAM_UNITS = {"theta_E": "arcsec", "center_x": "arcsec", "center_y": "arcsec"}
+LENSED_SIZE_HINT = ("the network takes images of its training size and pixel scale: cut them to that size "
+                    "(resampling would change the pixel scale)")
+LENSED_INPUT_HELP = "lensed image(s): FITS, one 2-D image or an N×H×W cube, H = W = the model's image size"
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_lens_parsers(sub) -> None:
+    """``sourcelens lens predict`` and ``sourcelens delens``."""
+    p_lens = sub.add_parser("lens", help="lens parameters (with 1σ uncertainties) of lensed images with a trained CNN",
+                            description="Lensed images are FITS: one 2-D image or an N×H×W cube (the first HDU "
+                                        "with data, or --hdu), of the network's size and pixel scale, any flux units.")
+    lsub = p_lens.add_subparsers(dest="lens_command", required=True)
+    p = lsub.add_parser("predict", help="table of the 8 lens parameters and their 1σ uncertainties per image",
+                        description="Predict theta_E [arcsec], gamma, e1, e2, center_x, center_y [arcsec, from the "
+                                    "image centre; x along columns, y along rows], gamma1, gamma2 and a 1σ "
+                                    "uncertainty for each (columns <p>_sigma), one row per image.")
+    p.add_argument("model", type=Path, help="lens-parameter CNN file (sourcelens.models.save_cnn)")
+    p.add_argument("input", type=Path, help=LENSED_INPUT_HELP)
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="OUT.csv (units in a '#' header comment) or OUT.fits (binary table 'LENS_PARAMS', units "
+                        "in TUNITn); default <input stem>_lens.csv beside the input")
+    p.add_argument("--hdu", default=None, help="HDU (index or name) to read; default the first with data")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per network batch (default 256)")
+
+    p = sub.add_parser("delens", help="unlensed sources of lensed images with a trained U-Net",
+                       description="Delens FITS images (one 2-D image or an N×H×W cube, any flux units) with a "
+                                   "trained U-Net: the output has the input's shape and holds peak-normalised "
+                                   "sources on the network's source grid, centred on the optical axis (its pixel "
+                                   "scale in CDELT1/2 and PIXSCALE [arcsec] when the model file records it).")
+    p.add_argument("model", type=Path, help="U-Net file (sourcelens.models.save_unet)")
+    p.add_argument("input", type=Path, help=LENSED_INPUT_HELP)
+    p.add_argument("-o", "--output", type=Path, required=True, help="SOURCES.fits (an image, or an N×S×S cube)")
+    p.add_argument("--hdu", default=None, help="HDU (index or name) to read; default the first with data")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per network batch (default 128)")
+
+
+def _load_network(path: Path, loader: Callable[[Path], Any]) -> Any:
+    """A model file read by ``loader`` (load_cnn, load_unet); any failure a CommandError naming the file."""
+    if not path.is_file():
+        raise CommandError(f"no such model file: {path}")
+    try:
+        return loader(path)
+    except Exception as err:  # a damaged file fails in torch.load, the constructor or the weights
+        message = " ".join(str(err).split())   # one line, however long torch's message
+        if str(path) not in message:
+            message = f"cannot load model '{path}' (damaged?): {_shorten(message)}"
+        raise CommandError(message) from err
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_lens_output(args, suffixes: tuple[str, ...]) -> None:
+    """Refuse, before any work, an output that is a directory, overwrites the input or has a wrong suffix."""
+    _check_output(args.output, "out" + suffixes[0])
+    if args.output.suffix.lower() not in suffixes:
+        raise CommandError(f"output '{args.output}' must end in {' or '.join(suffixes)}")
+    if args.output.resolve() == args.input.resolve():
+        raise CommandError(f"output '{args.output}' is the input file; give another name")
+
+
+def _lens_columns(mean: np.ndarray, sigma: np.ndarray) -> dict[str, np.ndarray]:
+    """Table columns: index, then <p> and <p>_sigma for each lens parameter, in LENS_PARAMETERS order."""
+    from .names import LENS_PARAMETERS
+
+    columns = {"index": np.arange(len(mean), dtype=np.int64)}
+    for i, name in enumerate(LENS_PARAMETERS):
+        columns[name] = np.asarray(mean[:, i], dtype=np.float64)
+        columns[name + "_sigma"] = np.asarray(sigma[:, i], dtype=np.float64)
+    return columns
+
+
+def _unit(column: str) -> str:
+    return PARAM_UNITS.get(column.removesuffix("_sigma"), "")
+
+
+def _lens_csv_comments(args) -> list[str]:
+    """The header comment of a ``lens predict`` CSV: what the table is and the units."""
+    from .names import LENS_PARAMETERS
+
+    arcsec = ", ".join(p for p in LENS_PARAMETERS if p in PARAM_UNITS)
+    plain = ", ".join(p for p in LENS_PARAMETERS if p not in PARAM_UNITS)
+    return [f"sourcelens lens predict: model {args.model.name}, images {args.input.name}",
+            f"units: {arcsec} in arcsec (centre from the image centre; x along columns, y along rows)",
+            f"{plain}: dimensionless; <p>_sigma: 1-sigma uncertainty of <p>, same units; index: image in the cube"]
+
+
+def _write_lens_csv(path: Path, columns: dict[str, np.ndarray], comments: list[str]) -> None:
+    import pandas as pd
+
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.writelines(f"# {line}\n" for line in comments)
+        pd.DataFrame(columns).to_csv(fh, index=False, float_format="%.9g")
+
+
+def _write_lens_fits(path: Path, columns: dict[str, np.ndarray], args, image_size: int) -> None:
+    from astropy.io import fits
+
+    from .io import atomic_path
+
+    table = fits.BinTableHDU.from_columns(
+        [fits.Column(name=name, format="K" if name == "index" else "D", unit=_unit(name) or None, array=values)
+         for name, values in columns.items()], name="LENS_PARAMS")
+    primary = fits.PrimaryHDU()
+    cards = {"CREATOR": "sourcelens lens predict", "CNNMODEL": (args.model.name[:60], "lens-parameter CNN file"),
+             "INPUT": (args.input.name[:60], "lensed images"), "IMSIZE": (image_size, "model image size [pixels]")}
+    for key, value in cards.items():
+        primary.header[key] = value
+    primary.header["COMMENT"] = "<p>_sigma: 1-sigma uncertainty of <p>; centre from the image centre, x along columns"
+    with atomic_path(path) as tmp:
+        fits.HDUList([primary, table]).writeto(tmp, overwrite=True)
+
+
+def _run_lens_predict(args) -> int:
+    """``sourcelens lens predict``: the lens-parameter table of a FITS image or cube."""
+    from .models.cnn import load_cnn, predict_lens_params
+
+    if args.output is None:
+        args.output = args.input.with_name(args.input.stem + "_lens.csv")
+    _check_lens_output(args, (".csv", *FITS_SUFFIXES))
+    cnn = _load_network(args.model, load_cnn)
+    size = cnn.hparams["image_size"]
+    images, _, _ = _read_stamps(args.input, size, hdu=args.hdu, hint=LENSED_SIZE_HINT)
+    columns = _lens_columns(*predict_lens_params(cnn, images, batch_size=args.batch_size))
+    if args.output.suffix.lower() == ".csv":
+        _write_lens_csv(args.output, columns, _lens_csv_comments(args))
+    else:
+        _write_lens_fits(args.output, columns, args, size)
+    print(f"predicted lens parameters of {len(images)} image(s) of {args.input} -> {args.output}")
+    return 0
+
+
+def _delens_cards(args, unet) -> dict[str, Any]:
+    """FITS header cards of ``delens`` output: what it is, the model, and the source grid when known."""
+    size = unet.hparams["image_size"]
+    cards: dict[str, Any] = {
+        "CREATOR": "sourcelens delens", "UNETMODL": (args.model.name[:60], "U-Net file"),
+        "INPUT": (args.input.name[:60], "lensed images"),
+        "CONTENT": ("delensed source", "U-Net estimate of the unlensed source"),
+        "SRCNORM": ("peak", "peak-normalised: scaled to unit peak"),
+        "GRIDCEN": ("optical axis", "grid centred on the optical axis, x = y = 0"),
+    }
+    scale = ((getattr(unet, "extra", None) or {}).get("source_grid") or {}).get("pixel_scale_arcsec")
+    if isinstance(scale, (int, float)) and scale > 0:
+        centre = (size + 1) / 2
+        for axis in (1, 2):
+            cards[f"CRPIX{axis}"] = (centre, "optical axis (1-based pixel)")
+            cards[f"CRVAL{axis}"] = (0.0, "arcsec")
+            cards[f"CDELT{axis}"] = (float(scale), "source-grid pixel scale [arcsec]")
+            cards[f"CUNIT{axis}"] = "arcsec"
+        cards["PIXSCALE"] = (float(scale), "source-grid pixel scale [arcsec]")
+    return cards
+
+
+def _run_delens(args) -> int:
+    """``sourcelens delens``: U-Net sources of a FITS image or cube, same shape as the input."""
+    from .models.unet import delens, load_unet
+
+    _check_lens_output(args, FITS_SUFFIXES)
+    unet = _load_network(args.model, load_unet)
+    images, single, _ = _read_stamps(args.input, unet.hparams["image_size"], hdu=args.hdu, hint=LENSED_SIZE_HINT)
+    sources = delens(unet, images, batch_size=args.batch_size)
+    _write_fits(args.output, sources[0] if single else sources, _delens_cards(args, unet))
+    print(f"delensed {len(sources)} image(s) of {args.input} -> {args.output}")
+    return 0
 
 def _run_info(args) -> int:
     """``sourcelens info``: describe each file; 1 if any is missing or unreadable."""
@@ -493,6 +697,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p_clean.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                          help=f"checkpoint folders (with a progress.json); default {DEFAULT_CHECKPOINTS}")
     _add_vae_parser(sub)
+    _add_lens_parsers(sub)
     return parser
 
 
@@ -505,12 +710,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "clean-checkpoints":
         return _run_clean_checkpoints(args)
     if args.command == "vae":
-        try:
-            return _run_vae(args)
-        except VAECommandError as err:
-            print(f"sourcelens vae {args.vae_command}: {err}", file=sys.stderr)
-            return 1
+        return _run_reporting(_run_vae, args, f"vae {args.vae_command}")
+    if args.command == "lens":
+        return _run_reporting(_run_lens_predict, args, f"lens {args.lens_command}")
+    if args.command == "delens":
+        return _run_reporting(_run_delens, args, "delens")
     return 2
+
+
+def _run_reporting(run: Callable[[Any], int], args, name: str) -> int:
+    """``run(args)``, a :class:`CommandError` printed as one line ``sourcelens NAME: message`` and status 1."""
+    try:
+        return run(args)
+    except CommandError as err:
+        print(f"sourcelens {name}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

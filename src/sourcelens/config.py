@@ -101,6 +101,19 @@ def check_config(config: Mapping[str, Any]) -> dict:
         problems.append(
             f"config keys 'simulate/source_kinds' and 'sources/kinds': none of the lensed source kinds "
             f"{cfg['simulate']['source_kinds']} is among the configured sources {sources['kinds']}")
+    pair_models = cfg["simulate"]["pairs"]["lens_models"]
+    for net in ("cnn", "unet"):
+        if cfg[net]["lens_model"] not in pair_models:
+            problems.append(f"config keys '{net}/lens_model' and 'simulate/pairs/lens_models': the {net} learns from "
+                            f"{cfg[net]['lens_model']} pairs, which are not simulated ({pair_models})")
+    num_pix = cfg["simulate"]["pairs"]["num_pix"]
+    halvings = {"unet/widths": len(cfg["unet"]["widths"]) - 1}
+    if cfg["cnn"]["arch"] == "study":
+        halvings["cnn/widths"] = len(cfg["cnn"]["widths"])
+    for key, n in halvings.items():
+        if num_pix % 2**n:
+            problems.append(f"config keys 'simulate/pairs/num_pix' and '{key}': the network halves the {num_pix}-"
+                            f"pixel image {n} times, so num_pix must be divisible by {2**n}")
     size, widths = cfg["stamps"]["size"], cfg["vae"]["widths"]
     if size % 2 ** len(widths):
         problems.append(

@@ -63,6 +63,10 @@ def all_targets():
             "results/figures/fit_galaxies.png",
             "results/tables/fit_lensed.csv",
             "results/figures/fit_lensed.png",
+            "results/tables/cnn_lens_params.csv",
+            "results/figures/cnn_learning_curve.png",
+            "results/tables/delensing.csv",
+            "results/figures/unet_learning_curve.png",
         ]
         + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)

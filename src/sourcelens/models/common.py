@@ -43,12 +43,12 @@ def load_payload(path: str | Path, fmt: str, what: str, map_location: str | torc
 
 
 def lensed_image_scale(images: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """The brightness of each lensed image (…, H, W): the maximum of its 3×3 running mean (the arcs' peak,
-    robust to single noisy pixels), floored at a tiny positive value."""
+    """The brightness of each lensed image (…, H, W): the maximum of its 3×3 running median (the arcs' peak,
+    blind to single hot or noisy pixels), floored at a tiny positive value."""
     x = torch.as_tensor(images, dtype=torch.float32)
-    lead = x.shape[:-2]
-    smooth = F.avg_pool2d(x.reshape(-1, 1, *x.shape[-2:]), 3, stride=1, padding=1, count_include_pad=False)
-    scale = smooth.flatten(1).amax(1).clamp_min(1e-12).reshape(lead)
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    patches = F.unfold(F.pad(x.reshape(-1, 1, h, w), (1, 1, 1, 1), mode="replicate"), 3)   # (B, 9, H·W)
+    scale = patches.median(dim=1).values.amax(1).clamp_min(1e-12).reshape(lead)
     return scale if isinstance(images, torch.Tensor) else scale.numpy()
 
 

@@ -7,11 +7,12 @@
 - :mod:`.training`: learning curves of staged trainings;
 - :mod:`.vae`: VAE reconstructions, prior samples, latent interpolation;
 - :mod:`.fits`: galaxy fits, unlensed and lensed;
+- :mod:`.cnn`: the lens-parameter CNN: predicted vs true, residuals vs S/N and theta_E, calibration;
+- :mod:`.delensing`: delensing examples per method, U-Net examples, metrics vs S/N and theta_E;
 - :mod:`.lensing`: lens models, magnification maps, backward mapping (loaded on first use: it
   imports torch).
 
-The coming studies add ``cnn.py`` (lens-parameter regression), ``sr.py`` (super-resolution) and
-``deblend.py`` here, built on :mod:`.style`.
+The coming studies add ``sr.py`` (super-resolution) and ``deblend.py`` here, built on :mod:`.style`.
 
 Conventions: every function takes plain arrays or tables and returns a
 :class:`matplotlib.figure.Figure` built without pyplot (no GUI backend, no global figure state;
@@ -28,7 +29,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .cnn import cnn_calibration, cnn_predictions, cnn_residuals
 from .data import filter_table_figure, source_diversity, stamps_by_kind
+from .delensing import delensing_examples, delensing_vs_snr, unet_examples
 from .fits import fit_comparison, fit_comparison_lensed
 from .simulations import example_labels, format_lens_params, lens_parameter_histograms, pair_examples, sr_examples
 from .style import asinh_norm, asinh_ticks
@@ -44,6 +47,8 @@ __all__ = [
     "learning_curve",
     "vae_reconstructions", "image_gallery", "latent_interpolation",
     "fit_comparison", "fit_comparison_lensed",
+    "cnn_predictions", "cnn_residuals", "cnn_calibration",
+    "delensing_examples", "unet_examples", "delensing_vs_snr",
     *_LENSING,
 ]
 

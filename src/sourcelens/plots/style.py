@@ -19,8 +19,9 @@ from matplotlib.image import AxesImage
 from ..names import SOURCE_KIND_LABELS, SOURCE_KINDS
 
 __all__ = [
-    "IMAGE_CMAP", "FLUX_UNITS", "SPLIT_COLOURS", "KIND_ORDER", "KIND_LABELS", "STRETCHES",
-    "extent", "finite", "robust_sigma", "asinh_norm", "peak_asinh_norm", "linear_norm", "check_stretch",
+    "IMAGE_CMAP", "FLUX_UNITS", "SPLIT_COLOURS", "KIND_ORDER", "KIND_LABELS", "KIND_COLOURS", "STRETCHES",
+    "extent", "finite", "robust_sigma", "running_median", "kinds_present", "asinh_norm", "peak_asinh_norm",
+    "linear_norm", "check_stretch",
     "stretch_norm", "residual_norm", "asinh_ticks", "colorbar", "nice_length", "scale_bar", "image_grid",
     "as_stack", "panel",
 ]
@@ -30,6 +31,8 @@ FLUX_UNITS = r"e$^-$ s$^{-1}$ pix$^{-1}$"
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 KIND_ORDER = SOURCE_KINDS
 KIND_LABELS = SOURCE_KIND_LABELS
+#: One colour per source kind, the same in every figure that colours points or lines by kind.
+KIND_COLOURS = dict(zip(SOURCE_KINDS, ("#d62728", "#ff7f0e", "#1f77b4", "#2ca02c")))
 STRETCHES = ("asinh", "linear")
 
 
@@ -56,6 +59,26 @@ def robust_sigma(image: np.ndarray) -> float:
         return 0.0
     med = np.median(values)
     return float(1.4826 * np.median(np.abs(values - med)))
+
+
+def running_median(x: np.ndarray, y: np.ndarray, n_bins: int = 8, min_count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Median x and median y in up to ``n_bins`` bins of equal counts along x (at least ``min_count`` finite
+    points each): a trend line that ignores outliers and needs no bin edges (so it suits a log axis too)."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    order = np.argsort(x[ok], kind="stable")
+    xs, ys = x[ok][order], y[ok][order]
+    n = min(int(n_bins), xs.size // max(int(min_count), 1))
+    if n < 1:
+        return np.zeros(0), np.zeros(0)
+    bins = np.array_split(np.arange(xs.size), n)
+    return np.array([np.median(xs[b]) for b in bins]), np.array([np.median(ys[b]) for b in bins])
+
+
+def kinds_present(kinds: Sequence[str]) -> list[str]:
+    """The source kinds among ``kinds``, in :data:`KIND_ORDER` (real galaxies first), then any others sorted."""
+    present = set(np.asarray(kinds).astype(str))
+    return [k for k in KIND_ORDER if k in present] + sorted(present - set(KIND_ORDER))
 
 
 def as_stack(images: np.ndarray) -> np.ndarray:

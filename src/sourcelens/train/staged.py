@@ -19,7 +19,8 @@ Each case is logged as a warning naming the file.
 
 A model's config block needs ``stages`` (each with ``epochs`` and whatever its module factory reads),
 ``batch_size``, ``early_stopping_patience``, and optionally ``accelerator`` (auto, cpu, gpu),
-``num_workers`` and ``checkpoint_dir``; those three are not part of the fingerprint.
+``num_workers`` and ``checkpoint_dir``; those three are not part of the fingerprint. On a GPU the stages train
+in bf16 mixed precision, on the CPU in float32.
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ def _fit_stage(module: L.LightningModule, stage: Mapping[str, Any], index: int, 
         warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
         trainer = L.Trainer(
             max_epochs=int(stage["epochs"]), accelerator=accelerator, devices=1,
+            precision="bf16-mixed" if accelerator == "gpu" else "32-true",
             deterministic=True if accelerator == "cpu" else "warn",
             callbacks=[history, ReseedEachBatch(stage_seed), ExactResume(), stopping, checkpoint, latest,
                        TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 4))],
