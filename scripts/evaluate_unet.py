@@ -7,6 +7,7 @@ from sourcelens.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 
+import pandas as pd
 import torch
 
 from sourcelens import plots
@@ -36,9 +37,11 @@ fig = plots.unet_examples(result.lensed[examples], result.truth[examples], resul
                           result.pixel_scale, result.grid_scale, row_labels=labels)
 save_figure(fig, snakemake.output.fig_unet, provenance=record)
 few = examples[: min(4, len(examples))]
+n_pairs = len(result.rows)
+shown = result.per_pair.assign(pair=result.per_pair.groupby("method").cumcount())   # position within its method
+shown = pd.concat([shown[(shown.method == m) & (shown.pair == i)] for m in result.estimates for i in few])
 fig = plots.delensing_examples(result.lensed[few], result.truth[few], {k: v[few] for k, v in result.estimates.items()},
-                               result.pixel_scale, result.grid_scale, row_labels=[labels[i] for i in range(len(few))],
-                               metrics=result.per_pair)
+                               result.pixel_scale, result.grid_scale, row_labels=labels[: len(few)], metrics=shown)
 save_figure(fig, snakemake.output.fig_methods, provenance=record)
 save_figure(plots.delensing_vs_snr(result.per_pair, "ssim"), snakemake.output.fig_snr, provenance=record)
 log.info("wrote %s", ", ".join(map(str, snakemake.output)))
