@@ -117,6 +117,7 @@ def test_tiny_end_to_end(tmp_path):
     assert diversity.loc[diversity["split"] == "test", "nn_correlation_median"].between(-1, 1).all()
     assert list((tmp_path / "logs").rglob("*.log")) and list((tmp_path / "benchmarks").rglob("*.tsv"))
     _check_vae_and_fits(results, tiny)
+    _check_cnn_unet(results, tiny)
     # shard files were temporary
     assert not list((results / "data" / "pairs").rglob("shard_*.h5"))
 
@@ -201,6 +202,39 @@ def _check_vae_and_fits(results: Path, tiny: dict) -> None:
     assert np.isfinite(lensed.drop(columns=["kind", "method"]).to_numpy(dtype=float)).all()
     assert lensed["source_ssim_median"].between(-1, 1).all() and (lensed["chi2_nu_median"] > 0.3).all()
     _check_provenance(results / "tables" / "fit_lensed.csv", tiny)
+
+
+def _check_cnn_unet(results: Path, tiny: dict) -> None:
+    """Study 002's outputs of the tiny run: both models, the CNN table, the delensing table of every method."""
+    import pandas as pd
+
+    from sourcelens.evaluate.delensing import METHODS
+    from sourcelens.models import load_cnn, load_unet
+    from sourcelens.names import LENS_PARAMETERS
+
+    cnn, unet = load_cnn(results / "models" / "cnn.pt"), load_unet(results / "models" / "unet.pt")
+    npix = tiny["simulate"]["pairs"]["num_pix"]
+    assert cnn.hparams["image_size"] == unet.hparams["image_size"] == npix
+    assert (cnn.sigma_scale > 0).all() and len(cnn.extra["training"]["prior_std"]) == 8
+    assert unet.extra["source_grid"]["pixel_scale_arcsec"] == pytest.approx(
+        tiny["simulate"]["pairs"].get("pixel_scale_arcsec", 0.12) / 3)
+    table = pd.read_csv(results / "tables" / "cnn_lens_params.csv").set_index("quantity")
+    assert list(table.columns) == list(LENS_PARAMETERS)
+    assert table.loc["MSE (study 002)", "theta_E"] == 0.0699 and (table.loc["MSE (sourcelens)"] >= 0).all()
+    assert table.loc["68% coverage"].between(0, 1).all() and "R² (parametric)" in table.index
+    n_test = tiny["simulate"]["pairs"]["n_samples"]["test"]
+    assert len(pd.read_csv(results / "metrics" / "cnn_test.csv")) == n_test
+    per_pair = pd.read_csv(results / "metrics" / "delensing.csv")
+    assert list(pd.unique(per_pair["method"])) == list(METHODS)
+    assert (per_pair.groupby("method").size() == n_test).all()
+    summary = pd.read_csv(results / "tables" / "delensing.csv")
+    assert summary["kind"].iloc[-1] == "all" and set(summary["method"]) == set(METHODS)
+    ssim = per_pair.set_index("method")["ssim"]
+    assert ssim["backward (true lens, noiseless)"].median() > ssim["identity"].median()   # physics beats nothing
+    for name in ("cnn_predictions", "cnn_residuals", "cnn_calibration", "unet_examples", "delensing_methods",
+                 "delensing_vs_snr", "cnn_learning_curve", "unet_learning_curve"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 10_000, name
+    _check_provenance(results / "tables" / "delensing.csv", tiny)
 
 
 def _check_provenance(table: Path, tiny: dict) -> None:

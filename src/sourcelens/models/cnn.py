@@ -5,7 +5,7 @@ Two backbones (``arch``):
 ``study``   the study's network: three blocks of [3×3 convolution, 2×2 max-pool, batch norm, ReLU], then a
             dense ReLU layer and a linear output.
 ``resnet``  (default) a small ResNet: a 5×5 stride-2 stem, one stage of two basic residual blocks per width
-            (stride 2 from the second stage on), a 2×2 average pool, a dense ReLU layer and a linear output;
+            (stride 2 from the second stage on), an average pool to 4×4 (positions matter here), a dense ReLU layer and a linear output;
             two coordinate channels (x, y across the field, −1…1) are appended to the image, so that positions
             (the lens centre) need not be inferred from the zero padding.
 
@@ -48,15 +48,15 @@ class _Residual(nn.Module):
         return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.skip(x))
 
 
-def _resnet(widths: Sequence[int], in_channels: int) -> tuple[nn.Sequential, int]:
+def _resnet(widths: Sequence[int], in_channels: int, pool: int = 4) -> tuple[nn.Sequential, int]:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[0]),
                                nn.ReLU()]
     c = widths[0]
     for i, w in enumerate(widths):
         layers += [_Residual(c, w, 1 if i == 0 else 2), _Residual(w, w, 1)]
         c = w
-    layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
-    return nn.Sequential(*layers), 4 * c
+    layers += [nn.AdaptiveAvgPool2d(pool), nn.Flatten()]      # a 4x4 map kept: positions matter here
+    return nn.Sequential(*layers), pool * pool * c
 
 
 def _study(widths: Sequence[int], in_channels: int, image_size: int) -> tuple[nn.Sequential, int]:
