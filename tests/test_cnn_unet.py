@@ -82,6 +82,11 @@ def test_calibration_scales_sigma_to_the_validation_errors():
     assert torch.allclose(scale, torch.full((8,), 2.0), rtol=0.05)
     scale = calibrate(fake, x, truth * 3, heteroscedastic=False)
     assert torch.allclose(scale, torch.full((8,), 6.0), rtol=0.05)
+    # heavy-tailed errors (Student t, 3 dof): the calibrated ±σ still holds 68 % of them, not more
+    heavy = torch.distributions.StudentT(3.0).sample((n, 8))
+    scale = calibrate(fake, x, heavy, heteroscedastic=True)
+    inside = (heavy.abs() <= scale).float().mean(0)
+    assert torch.allclose(inside, torch.full((8,), 0.6827), atol=0.002)
 
 
 def test_coverage_and_calibration_curve_known_answer():
