@@ -9,6 +9,7 @@
     sourcelens vae fit MODEL FITS --sigma S -o OUT.fits    decoder fit (latents, flux, offset, zoom; L-BFGS)
     sourcelens lens predict MODEL FITS [-o OUT]            lens parameters ± 1σ per image (CSV or FITS table)
     sourcelens delens MODEL FITS -o OUT.fits               U-Net sources (peak-normalised, on the source grid)
+    sourcelens super-resolve MODEL FITS [--lens L.yaml] -o OUT.fits   super-resolved images (and sources)
 """
 
 from __future__ import annotations
@@ -238,10 +239,10 @@ def _read_fits_array(path: Path, hdu: str | None = None) -> tuple[np.ndarray, An
 RESIZE_HINT = "cut or resample them, or pass --resize"
 
 
-def _read_stamps(path: Path, size: int, resize: bool = False, hdu: str | None = None, *,
+def _read_stamps(path: Path, size: int | None, resize: bool = False, hdu: str | None = None, *,
                  hint: str = RESIZE_HINT) -> tuple[np.ndarray, bool, Any]:
-    """Stamps (N, size, size) float64 from a FITS stamp or cube; also whether the input was 2-D. ``hint``: what
-    to do about a wrong size, for the message."""
+    """Stamps (N, size, size) float64 from a FITS stamp or cube (``size`` None: any square size); also whether
+    the input was 2-D. ``hint``: what to do about a wrong size, for the message."""
     data, header = _read_fits_array(path, hdu)
     if data.ndim not in (2, 3):
         raise CommandError(f"'{path}': expected a 2-D stamp or an N×H×W cube, got shape {data.shape}")
@@ -252,6 +253,10 @@ def _read_stamps(path: Path, size: int, resize: bool = False, hdu: str | None = 
         which = np.flatnonzero(bad)
         where = "" if single else f" (stamps {', '.join(map(str, which[:10]))}{' ...' if len(which) > 10 else ''})"
         raise CommandError(f"'{path}' contains NaN or infinite pixels{where}; mask or fill them first")
+    if size is None:
+        if cube.shape[1] != cube.shape[2]:
+            raise CommandError(f"'{path}': stamps must be square, got {cube.shape[1]}×{cube.shape[2]}")
+        size = cube.shape[1]
     if cube.shape[1:] != (size, size):
         if not resize:
             raise CommandError(
@@ -588,14 +593,21 @@ def _delens_cards(args, unet) -> dict[str, Any]:
         "GRIDCEN": ("optical axis", "grid centred on the optical axis, x = y = 0"),
     }
     scale = ((getattr(unet, "extra", None) or {}).get("source_grid") or {}).get("pixel_scale_arcsec")
-    if isinstance(scale, (int, float)) and scale > 0:
-        centre = (size + 1) / 2
-        for axis in (1, 2):
-            cards[f"CRPIX{axis}"] = (centre, "optical axis (1-based pixel)")
-            cards[f"CRVAL{axis}"] = (0.0, "arcsec")
-            cards[f"CDELT{axis}"] = (float(scale), "source-grid pixel scale [arcsec]")
-            cards[f"CUNIT{axis}"] = "arcsec"
-        cards["PIXSCALE"] = (float(scale), "source-grid pixel scale [arcsec]")
+    return cards | _grid_cards(size, scale, "source-grid")
+
+
+def _grid_cards(size: int, scale: Any, grid: str) -> dict[str, Any]:
+    """FITS cards of a centred grid of ``size`` pixels of ``scale`` arcsec (``grid``: its name for the comments):
+    CRPIXn at the centre (the optical axis), CRVALn 0, CDELTn, CUNITn and PIXSCALE; {} when the scale is unknown."""
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        return {}
+    cards: dict[str, Any] = {}
+    for axis in (1, 2):
+        cards[f"CRPIX{axis}"] = ((size + 1) / 2, "optical axis (1-based pixel)")
+        cards[f"CRVAL{axis}"] = (0.0, "arcsec")
+        cards[f"CDELT{axis}"] = (float(scale), f"{grid} pixel scale [arcsec]")
+        cards[f"CUNIT{axis}"] = "arcsec"
+    cards["PIXSCALE"] = (float(scale), f"{grid} pixel scale [arcsec]")
     return cards
 
 
@@ -610,6 +622,265 @@ def _run_delens(args) -> int:
     _write_fits(args.output, sources[0] if single else sources, _delens_cards(args, unet))
     print(f"delensed {len(sources)} image(s) of {args.input} -> {args.output}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# sourcelens super-resolve: studies 001 and 004's networks on users' lensed images (FITS)
+# --------------------------------------------------------------------------------------------
+#: How each super-resolution method uses a lens: "needed" (PISR: its operator), "source" (LensSR without
+#: source: the image network needs none, the source network sees i∘β), "unused".
+SR_LENS_USE = {"bicubic": "unused", "supervised": "unused", "lenssr_with_source": "unused",
+               "lenssr_no_source": "source", "pisr": "needed"}
+#: The lens parameters of a lens file per lens model (those of sourcelens.simulate.lens_kwargs); centres default 0.
+LENS_FILE_KEYS = {"SIS": ("theta_E", "center_x", "center_y"), "SIE": ("theta_E", "e1", "e2", "center_x", "center_y"),
+                  "EPL": ("theta_E", "gamma", "e1", "e2", "center_x", "center_y")}
+LENS_FILE_SHEAR = ("gamma1", "gamma2")
+SR_SIZE_HINT = ("the network takes images of its training size and pixel scale: cut them to that size "
+                "(resampling would change the pixel scale)")
+
+
+def _add_super_resolve_parser(sub) -> None:
+    p = sub.add_parser(
+        "super-resolve", help="super-resolve lensed images (bicubic, SISR, LensSR, PISR)",
+        description="Super-resolve FITS images (one 2-D image or an N×n×n cube, flux per pixel in any units) by "
+                    "the factor of a trained network (sourcelens.models.save_sisr, save_lenssr, save_pisr: the file "
+                    "says which method it is) or by bicubic upsampling (--method bicubic, no model needed). The "
+                    "output holds the super-resolved images (f·n × f·n, flux per high-resolution pixel, same units; "
+                    "pixel scale in CDELT1/2 and PIXSCALE [arcsec] when known) and, for methods that yield a "
+                    "source (PISR; LensSR without source when given a lens), the source on the high-resolution "
+                    "source grid centred on the optical axis in the HDU 'SOURCE'. PISR needs the lens (--lens); "
+                    "bicubic, supervised SISR and LensSR with source need none.")
+    p.add_argument("model", type=Path, nargs="?", default=None,
+                   help="super-resolution model file (optional with --method bicubic)")
+    p.add_argument("input", type=Path, help="lensed image(s): FITS, one 2-D image or an N×n×n cube, n = the model's "
+                                            "low-resolution size")
+    p.add_argument("--lens", type=Path, default=None,
+                   help="YAML lens file: lenstronomy-style keyword parameters, 'lens_model' (SIS, SIE, EPL) and "
+                        "theta_E [arcsec], e1, e2, gamma, center_x, center_y [arcsec, from the image centre; "
+                        "default 0], optional external shear gamma1, gamma2; one mapping for every image or a "
+                        "list of one per image")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="OUT.fits: super-resolved image or N×fn×fn cube (and an HDU 'SOURCE')")
+    p.add_argument("--method", choices=tuple(SR_LENS_USE), default=None,
+                   help="bicubic: bicubic upsampling (no model needed; with a model, on its grid); another "
+                        "method: check that the model file is of that method")
+    p.add_argument("--factor", type=_positive_int, default=None,
+                   help="upsampling factor of --method bicubic without a model (default 2)")
+    p.add_argument("--pixel-scale", type=float, default=None,
+                   help="input pixel scale [arcsec], where the model file records none (or for bicubic)")
+    p.add_argument("--hdu", default=None, help="HDU (index or name) to read; default the first with data")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per network batch (default 16)")
+
+
+def _load_sr_model(path: Path):
+    """A super-resolution model file (SISR, LensSR without source, PISR: whichever format it holds) and its
+    method; errors name the file."""
+    import re
+
+    from .models.lenssr import load_lenssr
+    from .models.pisr import load_pisr
+    from .models.sisr import load_sisr
+
+    def load(p: Path):
+        found = None
+        for loader in (load_sisr, load_lenssr, load_pisr):
+            try:
+                return loader(p)
+            except ValueError as err:
+                match = re.search(r"\(format (.*?), expected", str(err))
+                if match is None:       # damaged, or the weights do not fit: not a question of format
+                    raise
+                found = match.group(1)
+        raise ValueError(f"'{p}' is not a sourcelens super-resolution model file (SISR, LensSR or PISR; format "
+                         f"{found})")
+
+    model = _load_network(path, load)
+    kind = type(model).__name__
+    if kind == "PISR":
+        return model, "pisr"
+    if kind == "LensSRNoSource":
+        return model, "lenssr_no_source"
+    method = (model.extra or {}).get("method", "supervised")
+    return model, method if method in ("supervised", "lenssr_with_source") else "supervised"
+
+
+def _sr_grid(args, model) -> dict[str, Any]:
+    """The geometry of the run: ``factor``, ``num_pix`` (None: any size), ``pixel_scale`` (None: unknown) and
+    ``psf`` (a config PSF description or None), from the model file's ``grid`` record, --factor, --pixel-scale."""
+    grid = dict((getattr(model, "extra", None) or {}).get("grid") or {}) if model is not None else {}
+    factor = int(model.hparams["factor"]) if model is not None else (args.factor or 2)
+    if model is not None and args.factor is not None and args.factor != factor:
+        raise CommandError(f"--factor {args.factor}: the model '{args.model}' super-resolves by {factor}")
+    scale = grid.get("low_res_pixel_scale_arcsec")
+    if args.pixel_scale is not None:
+        if not args.pixel_scale > 0:
+            raise CommandError(f"--pixel-scale must be positive, got {args.pixel_scale}")
+        if scale is not None and not np.isclose(args.pixel_scale, float(scale), rtol=1e-6):
+            raise CommandError(f"--pixel-scale {args.pixel_scale}: the model '{args.model}' was trained on "
+                               f"{float(scale):g}\" pixels; the images must have its pixel scale")
+        scale = args.pixel_scale
+    num_pix = grid.get("low_res_num_pix")
+    return {"factor": factor, "num_pix": None if num_pix is None else int(num_pix),
+            "pixel_scale": None if scale is None else float(scale), "psf": grid.get("psf")}
+
+
+def _lens_number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise CommandError(f"{where}: '{key}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _parse_lens(entry: Any, where: str) -> tuple[list[str], list[dict[str, float]]]:
+    """One lens of a lens file (a mapping, ``where`` names it for messages) as lenstronomy lists."""
+    from .names import LENS_PARAMETERS
+    from .simulate import lens_kwargs
+
+    if not isinstance(entry, dict):
+        raise CommandError(f"{where}: expected a mapping of lens parameters (lens_model, theta_E, ...), got "
+                           f"{type(entry).__name__}")
+    model = entry.get("lens_model")
+    if model is None:
+        raise CommandError(f"{where}: no 'lens_model' key (one of {', '.join(LENS_FILE_KEYS)})")
+    if model not in LENS_FILE_KEYS:
+        raise CommandError(f"{where}: lens_model {model!r} is not one of {', '.join(LENS_FILE_KEYS)}")
+    keys = LENS_FILE_KEYS[model]
+    allowed = ("lens_model", *keys, *LENS_FILE_SHEAR)
+    for key in entry:
+        if key not in allowed:
+            raise CommandError(f"{where}: unknown key '{key}' for a {model} lens; expected "
+                               f"{', '.join(allowed[1:])}")
+    for key in keys:
+        if key not in entry and not key.startswith("center"):
+            raise CommandError(f"{where}: a {model} lens needs '{key}'")
+    params = {k: _lens_number(entry[k], k, where) for k in allowed[1:] if k in entry}
+    if params["theta_E"] < 0:
+        raise CommandError(f"{where}: 'theta_E' must be ≥ 0 arcsec, got {params['theta_E']}")
+    shear = [k for k in LENS_FILE_SHEAR if k in params]
+    if len(shear) == 1:
+        raise CommandError(f"{where}: external shear needs both 'gamma1' and 'gamma2', got only '{shear[0]}'")
+    params = dict.fromkeys(LENS_PARAMETERS, 0.0) | params
+    return lens_kwargs(model, params, with_shear=bool(shear))
+
+
+def _read_lens_file(path: Path, n_images: int) -> list[tuple[list[str], list[dict[str, float]]]]:
+    """One lens per image (lenstronomy lists) from a YAML lens file: one mapping for all images, or a list of
+    one mapping per image (or of one for all); errors name the file, the lens and the key."""
+    import yaml
+
+    if path.is_dir():
+        raise CommandError(f"lens file '{path}' is a directory")
+    if not path.is_file():
+        raise CommandError(f"no such lens file: {path}")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CommandError(f"cannot read lens file '{path}': {_shorten(' '.join(str(err).split()))}") from err
+    if isinstance(content, dict):
+        return [_parse_lens(content, f"lens file '{path}'")] * n_images
+    if not isinstance(content, list) or not content:
+        raise CommandError(f"lens file '{path}': expected a mapping of lens parameters or a non-empty list of them "
+                           f"(one per image), got {type(content).__name__}")
+    lenses = [_parse_lens(entry, f"lens file '{path}', lens {i}") for i, entry in enumerate(content)]
+    if len(lenses) == 1:
+        return lenses * n_images
+    if len(lenses) != n_images:
+        raise CommandError(f"lens file '{path}' has {len(lenses)} lenses for {n_images} images; give one lens for "
+                           "all images or one per image")
+    return lenses
+
+
+def _sr_lenses(args, method: str, grid: dict[str, Any], n_images: int):
+    """The :class:`SRLens` of each image (None when the method uses none or no lens file is given), each
+    distinct lens built once (:class:`SRLensCache`)."""
+    use = SR_LENS_USE[method]
+    if args.lens is None:
+        if use == "needed":
+            raise CommandError(f"the {method} model '{args.model}' needs the lens of the images: give --lens "
+                               "lens.yaml (lens_model, theta_E, ...)")
+        return None
+    lenses = _read_lens_file(args.lens, n_images)
+    if use == "unused":
+        print(f"note: {method} does not use a lens; --lens {args.lens} ignored")
+        return None
+    if grid["pixel_scale"] is None:
+        raise CommandError(f"the model '{args.model}' records no pixel scale; give the images' --pixel-scale")
+    from .lensing.superres import SRGeometry, SRLensCache
+
+    try:
+        geometry = SRGeometry.from_attrs({"low_res_num_pix": grid["num_pix"], "factor": grid["factor"],
+                                          "low_res_pixel_scale_arcsec": grid["pixel_scale"], "psf": grid["psf"]})
+    except (KeyError, TypeError, ValueError) as err:
+        raise CommandError(f"model '{args.model}': its grid record {grid} is not usable ({err})") from err
+    cache = SRLensCache(geometry)
+    return [cache.get(models, kwargs) for models, kwargs in lenses]
+
+
+def _run_super_resolve(args) -> int:
+    """``sourcelens super-resolve``: super-resolved images (and sources) of a FITS image or cube."""
+    from .models.sisr import bicubic_super_resolve, super_resolve
+
+    _check_lens_output(args, FITS_SUFFIXES)
+    if args.model is None and args.method != "bicubic":
+        raise CommandError("give a super-resolution model file, or --method bicubic")
+    model, method = _load_sr_model(args.model) if args.model is not None else (None, "bicubic")
+    if args.method is not None and args.method not in ("bicubic", method):
+        raise CommandError(f"'{args.model}' is a {method} model, not {args.method}")
+    method = args.method or method
+    grid = _sr_grid(args, model)
+    images, single, _ = _read_stamps(args.input, grid["num_pix"], hdu=args.hdu, hint=SR_SIZE_HINT)
+    grid["num_pix"] = images.shape[1]
+    lenses = _sr_lenses(args, method, grid, len(images))
+    sources = None
+    if method == "bicubic":
+        out = bicubic_super_resolve(images, grid["factor"])
+    elif method == "pisr":
+        from .models.pisr import pisr_super_resolve
+
+        out, sources = pisr_super_resolve(model, lenses, images, batch_size=args.batch_size)
+    elif method == "lenssr_no_source":
+        from .models.lenssr import lenssr_super_resolve
+
+        out, sources = lenssr_super_resolve(model, images, lenses, batch_size=args.batch_size)
+    else:
+        import torch
+
+        out = super_resolve(model, images, batch_size=args.batch_size, device=torch.device("cpu"))
+    _write_fits(args.output, out[0] if single else out, _sr_cards(args, method, grid, out.shape[-1]),
+                None if sources is None else _source_hdu(sources[0] if single else sources, grid))
+    extra = " and their sources (HDU SOURCE)" if sources is not None else ""
+    print(f"super-resolved {len(out)} image(s) of {args.input} ×{grid['factor']} by {method}{extra} -> {args.output}")
+    return 0
+
+
+def _sr_cards(args, method: str, grid: dict[str, Any], size: int) -> dict[str, Any]:
+    """FITS header cards of ``super-resolve`` output: what it is, the method, the model and the grid."""
+    scale = None if grid["pixel_scale"] is None else grid["pixel_scale"] / grid["factor"]
+    cards: dict[str, Any] = {
+        "CREATOR": "sourcelens super-resolve", "SRMETHOD": (method, "super-resolution method"),
+        "INPUT": (args.input.name[:60], "low-resolution images"),
+        "CONTENT": ("super-resolved image", "flux per high-resolution pixel, input units"),
+        "SRFACTOR": (grid["factor"], "upsampling factor"),
+    }
+    if args.model is not None:
+        cards["SRMODEL"] = (args.model.name[:60], "super-resolution model file")
+    if args.lens is not None and SR_LENS_USE[method] != "unused":
+        cards["LENSFILE"] = (args.lens.name[:60], "lens parameters")
+    if grid["pixel_scale"] is not None:
+        cards["LRSCALE"] = (grid["pixel_scale"], "input pixel scale [arcsec]")
+    return cards | _grid_cards(size, scale, "high-resolution")
+
+
+def _source_hdu(sources: np.ndarray, grid: dict[str, Any]):
+    """The HDU 'SOURCE': sources on the high-resolution source grid (centred on the optical axis)."""
+    from astropy.io import fits
+
+    hdu = fits.ImageHDU(np.asarray(sources, dtype=np.float32), name="SOURCE")
+    hdu.header["CONTENT"] = ("source", "unlensed source, flux per cell, input units")
+    scale = None if grid["pixel_scale"] is None else grid["pixel_scale"] / grid["factor"]
+    for key, value in _grid_cards(sources.shape[-1], scale, "source-grid").items():
+        hdu.header[key] = value
+    return hdu
+
 
 def _run_info(args) -> int:
     """``sourcelens info``: describe each file; 1 if any is missing or unreadable."""
@@ -698,6 +969,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          help=f"checkpoint folders (with a progress.json); default {DEFAULT_CHECKPOINTS}")
     _add_vae_parser(sub)
     _add_lens_parsers(sub)
+    _add_super_resolve_parser(sub)
     return parser
 
 
@@ -715,6 +987,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_reporting(_run_lens_predict, args, f"lens {args.lens_command}")
     if args.command == "delens":
         return _run_reporting(_run_delens, args, "delens")
+    if args.command == "super-resolve":
+        return _run_reporting(_run_super_resolve, args, "super-resolve")
     return 2
 
 

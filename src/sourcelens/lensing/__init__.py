@@ -2,7 +2,8 @@
 
 Forward lensing (batched, CPU/CUDA, float32/float64) built on caustics' functional lens
 formulas; lensing maps (convergence, magnification, critical curves and caustics); backward
-mapping of images to a source grid by naive scatter or by exact pixel-overlap areas.
+mapping of images to a source grid by naive scatter or by exact pixel-overlap areas; the per-lens operators of
+lensed-image super-resolution (:mod:`.superres`).
 See :mod:`sourcelens.lensing.conventions` for units and conventions; figures are in
 :mod:`sourcelens.plots.lensing` (not imported here, so matplotlib stays optional).
 """
@@ -23,6 +24,9 @@ from .maps import (
     deflection_jacobian, magnification, shear,
 )
 from .sparse import BilinearLensingOperator, bilinear_weights
+from .superres import (
+    SRGeometry, SRLens, SRLensCache, block_mean, chi2_per_pixel, fine_sigma, psf_kernel, total_variation,
+)
 
 __all__ = [
     "caustics", "convergence", "convergence_mask", "critical_curves", "deflection_field",
@@ -33,4 +37,6 @@ __all__ = [
     "pixel_grid", "LensingSimulator", "compiled_image", "convolve", "convolve_direct",
     "convolve_fft", "downsample", "pixelated", "sersic", "surface_brightness",
     "LENS_MODELS", "deflection", "ray_shoot", "BilinearLensingOperator", "bilinear_weights",
+    "SRGeometry", "SRLens", "SRLensCache", "block_mean", "chi2_per_pixel", "fine_sigma", "psf_kernel",
+    "total_variation",
 ]

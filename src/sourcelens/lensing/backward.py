@@ -303,6 +303,22 @@ class OverlapOperator:
         self.covered_area = (self.matrix_t @ torch.ones(grid.size, 1, dtype=dtype,
                                                         device=qx.device)).reshape(n_pix, n_pix)
 
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "OverlapOperator":
+        """A copy with its matrices and maps in ``dtype`` on ``device`` (e.g. float32 for training; the overlaps
+        are computed in float64 and only rounded here); CSR indices become int32 (half the memory)."""
+        import copy
+
+        out = copy.copy(self)
+        for name in ("matrix", "matrix_t"):
+            m = getattr(self, name).to(device=device, dtype=dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                m = torch.sparse_csr_tensor(m.crow_indices().int(), m.col_indices().int(), m.values(), m.shape)
+            setattr(out, name, m)
+        for name in ("coverage", "covered_area", "traced_area"):
+            setattr(out, name, getattr(self, name).to(device=device, dtype=dtype))
+        return out
+
     @property
     def mask(self) -> Tensor:
         """Convergence mask: source cells that receive any image pixel, ``grid.shape``."""

@@ -23,6 +23,8 @@ _EXPORTS = {
     "LR_FACTOR": "vae", "METRIC_COLUMNS": "vae", "RECON_LOSSES": "vae", "REFERENCE_GALAXIES": "vae",
     "SIGMA_FLOOR": "vae", "VAEModule": "vae", "init_output_bias": "vae", "load_stamps": "vae",
     "reconstruction_loss": "vae", "reference_latents": "vae", "train_vae": "vae", "vae_settings": "vae",
+    "SR_METHODS": "sr", "sr_settings": "sr", "train_sr": "sr", "train_sisr": "sr", "train_lenssr": "sr",
+    "train_pisr": "sr",
 }
 
 __all__ = sorted(_EXPORTS)

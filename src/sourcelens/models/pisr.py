@@ -1,0 +1,143 @@
+"""Physics-informed unsupervised super-resolution (PISR, study 004).
+
+A network ``f`` maps the backward-lensed low-resolution image ``s = i∘β`` (exact overlaps onto the input source
+grid, :meth:`sourcelens.lensing.SRLens.to_source`) to a high-resolution source ``ŝ = f(s)`` on the datasets'
+``source_high_res`` grid; the model of the data is ``F = D(P ∗ (ŝ∘θ))`` (:meth:`SRLens.forward`) and the loss
+
+    L = χ²/pixel(F, i; σ, w) + λ_TV · TV(ŝ)
+
+with the noise map σ, pixel weights ``w`` (ones, × the convergence mask and/or × the magnification map) and the
+χ² normalised by Σw so that it is ≈ 1 per pixel at the noise level (:func:`sourcelens.lensing.chi2_per_pixel`).
+The lens is known (the dataset's). The high-resolution truth is never used. The super-resolved image is
+``P ∗ (ŝ∘θ)``, on the truth's convention (PSF-convolved, noiseless).
+
+``f`` (``network``): ``"sisr"`` — :class:`~.sisr.SISR` (×factor, bicubic skip by default) — or ``"unet"`` —
+:class:`SourceUNet`, bicubic upsampling of ``s`` then a :class:`~.unet.UNet` residual. Units: normalised
+surface brightness (:mod:`sourcelens.lensing.superres`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..lensing.superres import SRLens, chi2_per_pixel, total_variation
+from .common import lensed_image_scale, load_payload, save_payload, state_from
+from .sisr import SISR, upsample_bicubic
+from .unet import UNet
+
+__all__ = ["NETWORKS", "SourceUNet", "PISR", "source_network", "pisr_forward", "pisr_loss", "pisr_super_resolve",
+           "save_pisr", "load_pisr"]
+
+FORMAT = "sourcelens-pisr-1"
+NETWORKS = ("sisr", "unet")
+
+
+class SourceUNet(nn.Module):
+    """Bicubic ×``factor`` upsampling plus a :class:`UNet` residual (zero-initialised output, so it starts as
+    bicubic); the upsampled image is zero-padded to a multiple of 2^(len(widths) − 1) and cropped back."""
+
+    def __init__(self, factor: int = 2, widths: Sequence[int] = (16, 32)):
+        super().__init__()
+        self.factor, self.multiple = int(factor), 2 ** (len(widths) - 1)
+        self.hparams = {"factor": self.factor, "widths": [int(w) for w in widths]}
+        self.unet = UNet(image_size=self.multiple, widths=widths)
+        nn.init.zeros_(self.unet.out.weight)
+        nn.init.zeros_(self.unet.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = upsample_bicubic(x, self.factor)
+        h, w = up.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        out = self.unet(F.pad(up, (0, pw, 0, ph)))[..., :h, :w]
+        return up + out
+
+
+def source_network(network: str, factor: int, sisr: Mapping[str, Any] | None = None,
+                   unet: Mapping[str, Any] | None = None) -> nn.Module:
+    """``f`` of PISR: an :class:`SISR` (keywords ``sisr``) or a :class:`SourceUNet` (keywords ``unet``)."""
+    if network == "sisr":
+        return SISR(factor=factor, **dict(sisr or {}))
+    if network == "unet":
+        return SourceUNet(factor=factor, **dict(unet or {}))
+    raise ValueError(f"unknown PISR network {network!r}; expected one of {NETWORKS}")
+
+
+class PISR(nn.Module):
+    """The PISR network ``f`` (module docstring): (B, 1, n, n) backward-lensed sources to (B, 1, fn, fn)
+    high-resolution sources, normalised units."""
+
+    def __init__(self, factor: int = 2, network: str = "sisr", sisr: Mapping[str, Any] | None = None,
+                 unet: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.f = source_network(network, factor, sisr, unet)
+        self.hparams = {"factor": int(factor), "network": network, "sisr": dict(sisr or {}),
+                        "unet": dict(unet or {})}
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        return self.f(source)
+
+
+def pisr_forward(model: nn.Module, lenses: Sequence[SRLens], low_res: torch.Tensor,
+                 source: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """PISR on a batch of normalised low-resolution images (B, n, n), one :class:`SRLens` per image:
+    ``source_low_res`` (``i∘β``; given as ``source`` when precomputed), ``source`` ``ŝ`` (B, fn, fn),
+    ``high_res`` ``P ∗ (ŝ∘θ)`` (B, fn, fn) and ``model`` ``D(…)/f²`` (B, n, n)."""
+    if source is None:
+        with torch.no_grad():
+            source = torch.stack([lens.to_source(img) for lens, img in zip(lenses, low_res)])
+    s_hat = model(source[:, None].to(low_res.dtype))[:, 0]
+    pairs = [lens(s.to(lens.forward_op.matrix_t.dtype)) for lens, s in zip(lenses, s_hat)]
+    high_res = torch.stack([p[0] for p in pairs]).to(s_hat.dtype)
+    lr_model = torch.stack([p[1] for p in pairs]).to(s_hat.dtype)
+    return {"source_low_res": source, "source": s_hat, "high_res": high_res, "model": lr_model}
+
+
+def pisr_loss(out: Mapping[str, torch.Tensor], low_res: torch.Tensor, sigma: torch.Tensor,
+              weight: torch.Tensor | None = None, tv_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """``loss`` = mean over the batch of χ²/pixel(model, data; σ, w) + ``tv_weight`` · TV(ŝ), with its parts
+    ``chi2`` and ``tv`` (normalised units, module docstring)."""
+    chi2 = chi2_per_pixel(low_res, out["model"], sigma, weight).mean()
+    tv = total_variation(out["source"]).mean()
+    return {"loss": chi2 + tv_weight * tv, "chi2": chi2, "tv": tv}
+
+
+def pisr_super_resolve(model: nn.Module, lenses: Sequence[SRLens], low_res: np.ndarray, batch_size: int = 16
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Super-resolved images (N, fn, fn), flux per high-resolution pixel, and sources (N, fn, fn), flux per
+    high-resolution source cell, of low-resolution images (N, n, n), flux per pixel, seen through ``lenses``
+    (one per image)."""
+    low_res = np.asarray(low_res, dtype=np.float32)
+    if low_res.ndim != 3 or len(lenses) != len(low_res):
+        raise ValueError(f"need (N, n, n) images and one lens each, got {low_res.shape} and {len(lenses)} lenses")
+    f = int(model.hparams["factor"])
+    scale = lensed_image_scale(low_res)
+    model = model.cpu().eval()
+    images, sources = [], []
+    with torch.no_grad():
+        for i in range(0, len(low_res), batch_size):
+            x = torch.as_tensor(low_res[i:i + batch_size] / scale[i:i + batch_size, None, None])
+            out = pisr_forward(model, lenses[i:i + batch_size], x)
+            images.append(out["high_res"].numpy())
+            sources.append(out["source"].numpy())
+    k = (scale / f**2)[:, None, None]
+    shape = (0, f * low_res.shape[1], f * low_res.shape[2])
+    return ((np.concatenate(images) if images else np.zeros(shape, np.float32)) * k,
+            (np.concatenate(sources) if sources else np.zeros(shape, np.float32)) * k)
+
+
+def save_pisr(model: PISR, path: str | Path, provenance: Mapping[str, Any] | None = None,
+              extra: Mapping[str, Any] | None = None) -> Path:
+    """Save the PISR network (weights, architecture, ``extra``: the geometry and loss it was trained with)."""
+    return save_payload(path, FORMAT, model, provenance=dict(provenance or {}), extra=dict(extra or {}))
+
+
+def load_pisr(path: str | Path, map_location: str | torch.device = "cpu") -> PISR:
+    """A PISR network saved by :func:`save_pisr`, in eval mode; errors name the file."""
+    payload = load_payload(path, FORMAT, "PISR super-resolution", map_location)
+    return state_from(PISR(**payload["hparams"]), payload)

@@ -1,0 +1,19 @@
+"""The benchmark scripts run (``--quick``): their tables print, whatever the numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_super_resolution_benchmark_quick(repo, tmp_path):
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "super_resolution.py"), "--quick"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for title in ("### Throughput", "### Training", "### Lens operators", "### Memory"):
+        assert title in out.stdout, out.stdout[-3000:]
+    for method in ("| bicubic |", "| supervised |", "| lenssr_with_source |", "| lenssr_no_source |",
+                   "| lenssr_no_source + source |", "| pisr |"):
+        assert method in out.stdout
+    assert "build one SRLens" in out.stdout and "a different lens per image" in out.stdout
+    assert not list(tmp_path.iterdir())            # nothing left behind

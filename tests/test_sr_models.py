@@ -1,0 +1,263 @@
+"""Super-resolution networks (studies 001 and 004): SISR, LensSR, PISR and their physics and training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sourcelens.io import write_dataset
+from sourcelens.lensing import (
+    LensingSimulator, SRGeometry, SRLens, block_mean, chi2_per_pixel, convolve, fine_sigma, psf_kernel,
+    total_variation,
+)
+from sourcelens.models.lenssr import (
+    LensSRNoSource, lenssr_no_source_loss, lenssr_super_resolve, load_lenssr, save_lenssr,
+)
+from sourcelens.models.pisr import PISR, load_pisr, pisr_forward, pisr_loss, pisr_super_resolve, save_pisr
+from sourcelens.models.sisr import SISR, bicubic_super_resolve, load_sisr, save_sisr, super_resolve, upsample_bicubic
+from sourcelens.names import LENS_PARAMETERS
+
+N_LR, SCALE, FACTOR = 16, 0.2, 2
+PSF = {"type": "GAUSSIAN", "fwhm_arcsec": 0.3}
+
+
+@pytest.fixture(scope="module")
+def geometry() -> SRGeometry:
+    return SRGeometry(N_LR, SCALE, FACTOR, psf_kernel(PSF, SCALE / FACTOR, FACTOR))
+
+
+def _sie(theta_e: float = 0.8, e1: float = 0.1) -> tuple[list[str], list[dict[str, float]]]:
+    return ["SIE"], [dict(theta_E=theta_e, e1=e1, e2=0.0, center_x=0.0, center_y=0.0)]
+
+
+def _write_sr_set(path, n: int, lens_model: str, seed: int, noise: float = 0.05):
+    """A tiny SR dataset as the pipeline writes them: lensed Sérsics on the fine grid with the PSF, block-summed
+    to the coarse grid, noise ``noise`` × the peak on the coarse image only."""
+    rng = np.random.default_rng(seed)
+    kernel = psf_kernel(PSF, SCALE / FACTOR, FACTOR)
+    sim = LensingSimulator(N_LR * FACTOR, SCALE / FACTOR, supersample=2, psf=kernel)
+    params = np.zeros((n, len(LENS_PARAMETERS)))
+    params[:, 0] = rng.uniform(0.6, 0.9, n)
+    params[:, 1] = 2.0
+    if lens_model == "SIE":
+        params[:, 2] = rng.uniform(-0.1, 0.1, n)
+    kw_lens = {"theta_E": torch.as_tensor(params[:, 0]), "center_x": torch.zeros(n), "center_y": torch.zeros(n)}
+    if lens_model == "SIE":
+        kw_lens |= {"e1": torch.as_tensor(params[:, 2]), "e2": torch.zeros(n)}
+    kw_src = {"amp": torch.full((n,), 10.0), "R_sersic": torch.as_tensor(rng.uniform(0.2, 0.4, n)),
+              "n_sersic": torch.ones(n), "e1": torch.as_tensor(rng.uniform(-0.2, 0.2, n)), "e2": torch.zeros(n),
+              "center_x": torch.as_tensor(rng.uniform(-0.15, 0.15, n)), "center_y": torch.zeros(n)}
+    hr = sim.image([lens_model], [kw_lens], ["SERSIC_ELLIPSE"], [kw_src]).numpy()
+    lr = hr.reshape(n, N_LR, FACTOR, N_LR, FACTOR).sum((2, 4))
+    sigma = np.full_like(lr, noise) * lr.max((1, 2), keepdims=True)
+    arrays = {"low_res": (lr + rng.normal(size=lr.shape) * sigma).astype(np.float32),
+              "low_res_noiseless": lr.astype(np.float32), "high_res": hr.astype(np.float32),
+              "noise_sigma": sigma.astype(np.float32), "source_high_res": np.zeros_like(hr, np.float32),
+              "lens_params": params.astype(np.float32)}
+    attrs = {"lens_model": lens_model, "factor": FACTOR, "low_res_num_pix": N_LR, "low_res_pixel_scale_arcsec": SCALE,
+             "high_res_pixel_scale_arcsec": SCALE / FACTOR, "psf": PSF, "supersampling": 2}
+    write_dataset(path, arrays, pd.DataFrame({"source_id": [f"s{i}" for i in range(n)]}), kind="sr", attrs=attrs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sr_sets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sr")
+    return (_write_sr_set(d / "train.h5", 6, "SIE", 1), _write_sr_set(d / "val.h5", 2, "SIE", 2))
+
+
+def _tiny(**kw):
+    return {"sisr": {"width": 8, "depth": 1}, "batch_size": 4, "accelerator": "cpu", "early_stopping_patience": 50,
+            **kw}
+
+
+# ------------------------------------------------------------------------------------------- shapes
+def test_shapes_and_the_bicubic_start(geometry):
+    x = torch.rand(3, 1, N_LR, N_LR)
+    for factor in (2, 3, 4):
+        assert SISR(factor=factor, width=4, depth=1)(x).shape == (3, 1, factor * N_LR, factor * N_LR)
+        assert SISR(factor=factor, width=4, depth=0, skip="none")(x).shape == (3, 1, factor * N_LR, factor * N_LR)
+    # bicubic skip with a zero last layer: the untrained network is bicubic upsampling
+    torch.testing.assert_close(SISR(width=4, depth=1)(x), upsample_bicubic(x, 2))
+    for net in ("sisr", "unet"):
+        m = PISR(2, network=net, sisr={"width": 4, "depth": 1}, unet={"widths": [4, 8]})
+        torch.testing.assert_close(m(x), upsample_bicubic(x, 2))
+    image, source = LensSRNoSource(2, {"width": 4, "depth": 1})(x, x)
+    assert image.shape == source.shape == (3, 1, 2 * N_LR, 2 * N_LR)
+    # flux units: the bicubic baseline of a flat image conserves flux
+    flat = np.ones((1, N_LR, N_LR), np.float32)
+    assert bicubic_super_resolve(flat, 2).sum() == pytest.approx(flat.sum(), rel=1e-5)
+    lens = SRLens(geometry, *_sie())
+    out = pisr_forward(PISR(2, sisr={"width": 4, "depth": 1}), [lens] * 3, x[:, 0])
+    assert out["source"].shape == out["high_res"].shape == (3, 2 * N_LR, 2 * N_LR)
+    assert out["model"].shape == out["source_low_res"].shape == (3, N_LR, N_LR)
+    with pytest.raises(ValueError, match="skip"):
+        SISR(skip="nearest")
+
+
+# ------------------------------------------------------------------------------------------- physics
+def test_identity_lens_reduces_to_blur_and_downsampling(geometry):
+    lens = SRLens(geometry, ["SIS"], [dict(theta_E=0.0, center_x=0.0, center_y=0.0)])
+    source = torch.rand(2, 2 * N_LR, 2 * N_LR)
+    torch.testing.assert_close(lens.lens(source), source)
+    high_res, model = lens(source)
+    torch.testing.assert_close(high_res, convolve(source, lens.psf))
+    torch.testing.assert_close(model, block_mean(convolve(source, lens.psf), FACTOR))
+    image = torch.rand(2, N_LR, N_LR)
+    torch.testing.assert_close(lens.to_source(image), image)          # i∘β = i
+    assert torch.all(lens.weight(mask=True, magnify=True) == 1)       # nothing masked, μ = 1 everywhere
+
+
+def test_chi2_is_one_per_pixel_on_pure_noise(geometry):
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.rand(16, N_LR, N_LR, generator=gen)
+    sigma = 0.05 + 0.2 * torch.rand(16, N_LR, N_LR, generator=gen)
+    data = truth + sigma * torch.randn(truth.shape, generator=gen)
+    lens = SRLens(geometry, *_sie())
+    for w in (None, lens.weight(mask=True), lens.weight(magnify=True)):
+        assert float(chi2_per_pixel(data, truth, sigma, w).mean()) == pytest.approx(1.0, abs=0.06)
+    # fine-grid residuals: f·σ per fine pixel averages back to σ per coarse pixel
+    fine = fine_sigma(sigma, FACTOR) * torch.randn(16, 2 * N_LR, 2 * N_LR, generator=gen)
+    assert float(chi2_per_pixel(fine, torch.zeros_like(fine), fine_sigma(sigma, FACTOR)).mean()) == \
+        pytest.approx(1.0, abs=0.04)
+    assert float(chi2_per_pixel(block_mean(fine, FACTOR), torch.zeros_like(data), sigma).mean()) == \
+        pytest.approx(1.0, abs=0.06)
+    # the PISR loss is that χ² (+ λ TV): a source whose model is the truth scores ≈ 1
+    out = {"model": truth, "source": torch.zeros(16, 2 * N_LR, 2 * N_LR)}
+    assert float(pisr_loss(out, data, sigma, tv_weight=5.0)["loss"]) == pytest.approx(1.0, abs=0.06)
+    assert float(total_variation(torch.zeros(2, 8, 8)).sum()) == 0
+
+
+def test_gradients_reach_f_through_the_sparse_operator(geometry):
+    torch.manual_seed(0)
+    lens = SRLens(geometry, *_sie())
+    assert lens.forward_op.matrix_t.layout == torch.sparse_csr
+    model = PISR(2, sisr={"width": 4, "depth": 1, "skip": "none"})
+    x = torch.rand(2, N_LR, N_LR)
+    out = pisr_forward(model, [lens, lens], x)
+    pisr_loss(out, x, torch.full_like(x, 0.1), tv_weight=0.01)["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # LensSR: both networks get gradients through the lens-equation tie
+    net = LensSRNoSource(2, {"width": 4, "depth": 1, "skip": "none"})
+    image, source = net(x[:, None], lens.to_source(x)[:, None])
+    lenssr_no_source_loss(image[:, 0], source[:, 0], [lens, lens], x, torch.full_like(x, 0.1))["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.source_net.parameters())
+
+
+def test_gradient_steps_fit_a_tiny_batch(geometry):
+    """A gradient step lowers the PISR loss and Adam keeps lowering it on a tiny batch; a supervised SISR
+    overfits a tiny batch."""
+    torch.manual_seed(0)
+    lens = SRLens(geometry, *_sie())
+    gen = torch.Generator().manual_seed(1)
+    x = torch.stack([lens(t)[1] for t in torch.rand(2, 2 * N_LR, 2 * N_LR, generator=gen) ** 4])
+    x = x / x.amax((1, 2), keepdim=True)
+    sigma = torch.full_like(x, 0.01)
+    model = PISR(2, sisr={"width": 8, "depth": 1})
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = pisr_loss(pisr_forward(model, [lens, lens], x), x, sigma)["loss"]
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[1] < losses[0] and losses[-1] < 0.85 * losses[0]
+    sisr = SISR(width=8, depth=1, skip="none")
+    lr = torch.rand(4, 1, 8, 8, generator=gen)
+    hr = upsample_bicubic(lr, 2) ** 2
+    opt = torch.optim.Adam(sisr.parameters(), 1e-2)
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(sisr(lr), hr)
+        loss.backward()
+        opt.step()
+        first = first or loss.item()
+    assert loss.item() < 0.2 * first
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_pretraining_teaches_pixelshuffle_bicubic_upsampling(sr_sets, tmp_path):
+    """The study's SISR (no bicubic skip) learns bicubic upsampling in the pretraining stage, and the supervised
+    SISR overfits its tiny set (training loss falls)."""
+    from sourcelens.io import read_dataset
+    from sourcelens.train.sr import train_sisr
+
+    train, val = sr_sets
+    cfg = _tiny(sisr={"width": 16, "depth": 1, "skip": "none"}, learning_rate=3e-3, augment=False, batch_size=1,
+                stages=[{"loss": "bicubic", "epochs": 25}])
+    model = train_sisr(train, val, cfg, tmp_path / "sisr.pt", tmp_path / "m.csv", tmp_path / "ck", seed=1)
+    lr = read_dataset(train, names=("low_res",))[0]["low_res"]
+    sr, ref = super_resolve(model, lr, device=torch.device("cpu")), bicubic_super_resolve(lr, FACTOR)
+    err = np.sqrt(np.mean((sr - ref) ** 2)) / np.ptp(ref)
+    print("bicubic-pretraining rms error / range:", err)
+    assert err < 0.03, err
+    metrics = pd.read_csv(tmp_path / "m.csv", comment="#")
+    assert metrics["train_loss"].iloc[-1] < 0.1 * metrics["train_loss"].iloc[0]
+    assert load_sisr(tmp_path / "sisr.pt").extra["training"]["method"] == "supervised"
+
+
+def test_physics_methods_train_and_round_trip(sr_sets, tmp_path):
+    from sourcelens.train.sr import sr_settings, train_sr
+
+    train, val = sr_sets
+    stages = {"lenssr_no_source": "lens", "pisr": "chi2", "lenssr_with_source": "mse", "supervised": "mse"}
+    for method, loss in stages.items():
+        cfg = _tiny(stages=[{"loss": "bicubic", "epochs": 1}, {"loss": loss, "epochs": 2}],
+                    **({"mask": True, "magnification": True} if method == "pisr" else {}),
+                    **({"sersic_max_iter": 20} if method == "lenssr_with_source" else {}))
+        model = train_sr(method, train, val, cfg, tmp_path / f"{method}.pt", tmp_path / f"{method}.csv",
+                         tmp_path / f"ck_{method}", seed=0)
+        rows = pd.read_csv(tmp_path / f"{method}.csv", comment="#")
+        assert len(rows) == 3 and np.isfinite(rows["val_loss"]).all(), method
+        assert model.extra["grid"]["factor"] == FACTOR
+    pisr = load_pisr(tmp_path / "pisr.pt")
+    assert pisr.extra["training"]["settings"]["mask"] is True
+    with pytest.raises(ValueError, match="loss among"):
+        sr_settings("pisr", {"stages": [{"loss": "mse", "epochs": 1}]})
+
+
+def test_save_load_round_trip(tmp_path, geometry):
+    x = np.random.default_rng(0).random((2, N_LR, N_LR)).astype(np.float32)
+    torch.manual_seed(0)
+    sisr = SISR(width=4, depth=1, skip="none")
+    save_sisr(sisr, tmp_path / "s.pt", provenance={"rule": "t"}, extra={"method": "supervised"})
+    again = load_sisr(tmp_path / "s.pt")
+    np.testing.assert_array_equal(super_resolve(sisr, x, device=torch.device("cpu")),
+                                  super_resolve(again, x, device=torch.device("cpu")))
+    assert again.provenance == {"rule": "t"} and again.hparams == sisr.hparams
+    pisr = PISR(2, network="unet", unet={"widths": [4, 8]})
+    torch.nn.init.normal_(pisr.f.unet.out.weight)
+    save_pisr(pisr, tmp_path / "p.pt")
+    lens = SRLens(geometry, *_sie())
+    a, b = pisr_super_resolve(pisr, [lens, lens], x), pisr_super_resolve(load_pisr(tmp_path / "p.pt"), [lens, lens], x)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    lenssr = LensSRNoSource(2, {"width": 4, "depth": 1})
+    save_lenssr(lenssr, tmp_path / "l.pt")
+    assert load_lenssr(tmp_path / "l.pt").hparams == lenssr.hparams
+    with pytest.raises(ValueError, match="not a sourcelens"):
+        load_pisr(tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="not a sourcelens"):
+        load_sisr(tmp_path / "l.pt")
+
+
+def test_lenssr_super_resolve(geometry):
+    """One call of LensSR without source: the image network's images (no lens needed) and, given lenses, the
+    source network's sources of i∘β, in flux units (an untrained bicubic-skip network is bicubic)."""
+    x = (np.random.default_rng(3).random((3, N_LR, N_LR)) * 5).astype(np.float32)
+    net = LensSRNoSource(2, {"width": 4, "depth": 1})
+    image, none = lenssr_super_resolve(net, x)
+    assert none is None and image.shape == (3, 2 * N_LR, 2 * N_LR)
+    np.testing.assert_allclose(image, bicubic_super_resolve(x, 2), rtol=1e-5, atol=1e-6)
+    lenses = [SRLens(geometry, *_sie(theta_e=t)) for t in (0.6, 0.7, 0.8)]
+    image2, source = lenssr_super_resolve(net, x, lenses, batch_size=2)
+    np.testing.assert_array_equal(image, image2)
+    back = np.stack([lens.to_source(torch.as_tensor(img)).numpy() for lens, img in zip(lenses, x)])
+    np.testing.assert_allclose(source, bicubic_super_resolve(back, 2), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one lens each"):
+        lenssr_super_resolve(net, x, lenses[:2])
