@@ -55,15 +55,17 @@ def synthetic_stamps(m: int, size: int, seed: int = 0) -> tuple[np.ndarray, pd.D
 
 def _worker(task: str, lens: str, shard: int, n: int, barrier, queue) -> None:
     """Simulate one shard; report the seconds spent simulating (after set-up, synchronised start)."""
+    from sourcelens.config import sr_set_config
     from sourcelens.simulate import simulate_pairs, simulate_sr
 
     config = get_config()
+    sr_cfg = sr_set_config(config["simulate"]["sr"], "broad")
     images, meta = synthetic_stamps(50, config["stamps"]["size"])
     # warm-up (imports, lenstronomy caches) outside the timing
     if task == "pairs":
         simulate_pairs(images, meta, 2, lens, config["simulate"]["pairs"], np.random.default_rng(0), progress=False)
     else:
-        simulate_sr(1, lens, "noisy", config["simulate"]["sr"], np.random.default_rng(0), progress=False)
+        simulate_sr(1, lens, "noisy", sr_cfg, np.random.default_rng(0), progress=False)
     if barrier is not None:
         barrier.wait()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -72,7 +74,7 @@ def _worker(task: str, lens: str, shard: int, n: int, barrier, queue) -> None:
         simulate_pairs(images, meta, n, lens, config["simulate"]["pairs"], rng, progress=False)
     else:
         rng = rng_for(config["seed"], "simulate_sr", "bench", shard)
-        simulate_sr(n, lens, "noisy", config["simulate"]["sr"], rng, images=images, meta=meta, progress=False)
+        simulate_sr(n, lens, "noisy", sr_cfg, rng, images=images, meta=meta, progress=False)
     queue.put((shard, time.perf_counter() - t0, time.process_time() - c0))
 
 

@@ -9,7 +9,7 @@ from sourcelens.selection import evenly_spaced_rows
 from sourcelens.io import provenance, read_attrs, read_dataset, read_meta, save_figure
 
 path = snakemake.input[0]
-lens, noise = snakemake.wildcards.lens, snakemake.wildcards.noise
+sr_set, lens, noise = snakemake.wildcards.set, snakemake.wildcards.lens, snakemake.wildcards.noise
 n_total = len(read_meta(path))
 index = evenly_spaced_rows(n_total, int(snakemake.params.n_examples))
 arrays, meta = read_dataset(
@@ -22,12 +22,12 @@ if lo is None and hi is None:
     log.warning("%s has no pixel-scale attributes; axes will be in low-res pixels", path)
 log.info("%s: %d examples, plotting rows %s (pixel scales %s, %s)", path, n_total, index.tolist(), lo, hi)
 
-noise_sigma = arrays.get("noise_sigma") if noise == "noisy" else None
+noise_sigma = arrays.get("noise_sigma") if noise != "noiseless" else None
 fig = plots.sr_examples(
     arrays["low_res"], arrays["high_res"], arrays.get("source_high_res"),
     low_res_pixel_scale=lo, high_res_pixel_scale=hi, noise_sigma=noise_sigma,
     lens_params=arrays.get("lens_params"),
-    suptitle=f"Super-resolution test set: {lens}, {noise} input",
+    suptitle=f"Super-resolution test set '{sr_set}' ({attrs.get('preset', '?')} preset): {lens}, {noise} input",
 )
 save_figure(
     fig, snakemake.output[0],

@@ -8,7 +8,35 @@ def test_defaults_filled_and_valid():
     cfg = validate_config({})
     assert cfg["stamps"]["size"] == 64
     assert cfg["simulate"]["pairs"]["pixel_scale_arcsec"] == 0.12
-    assert cfg["simulate"]["sr"]["low_res_num_pix"] == 75
+    assert cfg["simulate"]["sr"]["presets"]["model_i"]["low_res_num_pix"] == 75
+    assert list(cfg["simulate"]["sr"]["sets"]) == ["model_i", "broad", "real"]
+
+
+def test_sr_sets_merge_presets_and_name_bad_keys():
+    from sourcelens.config import check_config, sr_set_config
+
+    cfg = check_config({"simulate": {"sr": {"n_samples": {"train": 7}, "sets": {
+        "model_i": {"preset": "model_i", "n_samples": {"test": 5000}},
+        "small": {"preset": "broad", "source": "stamps", "priors": {"source_R_sersic": {"uniform": [0.1, 0.3]}}},
+    }}}})
+    sr = cfg["simulate"]["sr"]
+    small = sr_set_config(sr, "small")
+    assert small["source"] == "stamps" and small["priors"]["source_R_sersic"] == {"uniform": [0.1, 0.3]}
+    assert small["priors"]["theta_E"] == {"uniform": [0.8, 1.2]} and small["preset"] == "broad"
+    assert small["n_samples"] == {"train": 7, "val": 50, "test": 100}
+    assert sr_set_config(sr, "model_i")["n_samples"] == {"train": 7, "val": 50, "test": 5000}
+    with pytest.raises(ConfigError, match="no super-resolution set 'nope'"):
+        sr_set_config(sr, "nope")
+    for sets, culprit in (
+        ({"x": {"preset": "broad", "low_res_pix": 5}}, "simulate/sr/sets/x"),
+        ({"x": {"preset": "model_j"}}, "model_j"),
+        ({"x": {"preset": "broad", "priors": {"source_amplitude": 3.0}}}, "source_amplitude"),
+        ({"x": {"preset": "model_i", "source": "stamps"}}, "sets/x/priors/source_magnitude"),
+        ({"x": {"preset": "model_i", "noise": {"exposure_time_s": {"uniform": [-1, 2]}}}}, "exposure_time_s"),
+        ({"Bad-Name": {"preset": "broad"}}, "Bad-Name"),
+    ):
+        with pytest.raises(ConfigError, match=culprit):
+            check_config({"simulate": {"sr": {"sets": sets}}})
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper.yaml", "study000.yaml"])
@@ -46,14 +74,16 @@ def test_every_key_has_default_and_description(repo):
     schema = yaml.safe_load(open(repo / "workflow" / "schemas" / "config.schema.yaml"))
     defs = schema["definitions"]
 
-    def walk(node, path):
+    def walk(node, path, inherited=None):
+        # a whole-object default (a super-resolution preset) gives the defaults of the keys below it
         if "$ref" in node:
             node = {**defs[node["$ref"].split("/")[-1]], **node}
         for key, sub in node.get("properties", {}).items():
             where = f"{path}/{key}"
+            given = isinstance(inherited, dict) and key in inherited
             assert "description" in sub or "$ref" in sub, f"{where} has no description"
-            assert "default" in sub or "$ref" in sub, f"{where} has no default"
-            walk(sub, where)
+            assert "default" in sub or "$ref" in sub or given, f"{where} has no default"
+            walk(sub, where, inherited[key] if given else sub.get("default"))
 
     walk(schema, "")
 

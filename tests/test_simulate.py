@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sourcelens.config import rng_for, validate_config
+from lenstronomy.Data.psf import PSF
+from lenstronomy.ImSim.image_model import ImageModel
+from lenstronomy.LensModel.lens_model import LensModel
+from lenstronomy.LightModel.light_model import LightModel
+
+from sourcelens.config import rng_for, sr_set_config, validate_config
 from sourcelens.io import read_attrs, read_dataset, write_dataset
 from sourcelens.names import LENS_PARAMETERS
 from sourcelens.priors import check_prior, prior_bounds, sample_prior
@@ -43,7 +48,12 @@ def pairs_cfg(config) -> dict:
 
 @pytest.fixture
 def sr_cfg(config) -> dict:
-    return copy.deepcopy(config["simulate"]["sr"])
+    return sr_set_config(config["simulate"]["sr"], "broad")
+
+
+@pytest.fixture
+def model_i_cfg(config) -> dict:
+    return sr_set_config(config["simulate"]["sr"], "model_i")
 
 
 def fake_stamps(m: int = 6, size: int = 64, seed: int = 1) -> tuple[np.ndarray, pd.DataFrame]:
@@ -142,7 +152,8 @@ def test_unknown_lens_model_errors(pairs_cfg):
         with pytest.raises(ValueError, match=r"NFW.*SIS, SIE, EPL"):
             call()
     with pytest.raises(ValueError, match="EPL"):
-        simulate_sr(1, "EPL", "noisy", validate_config({})["simulate"]["sr"], np.random.default_rng(0))
+        simulate_sr(1, "EPL", "noisy", sr_set_config(validate_config({})["simulate"]["sr"], "broad"),
+                    np.random.default_rng(0))
 
 
 def test_bad_stamps_name_source_id(pairs_cfg):
@@ -329,11 +340,18 @@ def test_sr_noise_variants_share_scenes(sr_cfg):
     sr_cfg["low_res_pixel_scale_arcsec"] = 0.1
     noisy, t1 = simulate_sr(2, "SIS", "noisy", sr_cfg, np.random.default_rng(4), progress=False)
     clean, t2 = simulate_sr(2, "SIS", "noiseless", sr_cfg, np.random.default_rng(4), progress=False)
+    shot, t3 = simulate_sr(2, "SIS", "poisson", sr_cfg, np.random.default_rng(4), progress=False)
     pd.testing.assert_frame_equal(t1, t2)
-    assert noisy["high_res"].tobytes() == clean["high_res"].tobytes()
+    pd.testing.assert_frame_equal(t1, t3)
+    assert noisy["high_res"].tobytes() == clean["high_res"].tobytes() == shot["high_res"].tobytes()
     assert np.array_equal(clean["low_res"], clean["low_res_noiseless"])
     assert np.all(clean["noise_sigma"] == 0)
     assert np.array_equal(noisy["low_res_noiseless"], clean["low_res_noiseless"])
+    # shot noise only: no noise where there is no source light, sigma sqrt(m / t)
+    lo = shot["low_res_noiseless"].astype(float)
+    dark = lo <= 0
+    assert np.all(shot["low_res"][dark] == 0) and np.any(shot["low_res"] != lo)
+    np.testing.assert_allclose(shot["noise_sigma"], np.sqrt(np.clip(lo, 0, None) / 1000.0), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="noise variant"):
         simulate_sr(1, "SIS", "grainy", sr_cfg, np.random.default_rng(4))
 
@@ -348,6 +366,149 @@ def test_sr_from_stamps(sr_cfg):
     assert np.all(arrays["high_res"].sum(axis=(1, 2)) > 0)
     with pytest.raises(ValueError, match="stamps"):
         simulate_sr(1, "SIE", "noiseless", sr_cfg, np.random.default_rng(0))
+
+
+# ----------------------------------------------------------------------------- super-resolution sets
+def test_theta_E_from_halo_mass_with_astropy():
+    """Model_I's θE = 1.28149″ is DeepLenseSim's mass_to_radius: a 1e12 M☉ point mass, luminosity distances and
+    D_LS = D_S − D_L, flat ΛCDM H0 70, Ωm 0.3; the textbook angular-diameter relation gives 1.6645″."""
+    from astropy import constants as const
+    from astropy import units as u
+    from astropy.cosmology import FlatLambdaCDM
+
+    from sourcelens.simulate import einstein_radius_point_mass, resolve_theta_E
+
+    theta = einstein_radius_point_mass(1e12, 0.5, 1.0, H0=70, Om0=0.3, distances="luminosity")
+    assert theta == pytest.approx(1.28149, abs=1e-4)
+    cosmo = FlatLambdaCDM(H0=70, Om0=0.3)
+    d_l, d_s = cosmo.angular_diameter_distance(0.5), cosmo.angular_diameter_distance(1.0)
+    d_ls = cosmo.angular_diameter_distance(0.5, 1.0)
+    textbook = (np.sqrt(4 * const.G * 1e12 * const.M_sun / const.c**2 * d_ls / (d_l * d_s)).decompose() * u.rad)
+    assert einstein_radius_point_mass(1e12, 0.5, 1.0, distances="angular_diameter") == pytest.approx(
+        textbook.to(u.arcsec).value, rel=1e-12)
+    assert textbook.to(u.arcsec).value == pytest.approx(1.6645, abs=1e-3)
+    # θE ∝ sqrt(M)
+    assert einstein_radius_point_mass(4e12, 0.5, 1.0) == pytest.approx(2 * theta, rel=1e-12)
+    spec = {"point_mass": {"mass_msun": 1e12, "z_lens": 0.5, "z_source": 1.0, "H0": 70.0, "Om0": 0.3,
+                           "distances": "luminosity"}}
+    assert resolve_theta_E(spec) == theta and resolve_theta_E({"uniform": [1, 2]}) == {"uniform": [1, 2]}
+    with pytest.raises(ValueError, match="z_lens"):
+        einstein_radius_point_mass(1e12, 1.0, 0.5)
+
+
+def test_model_i_preset_is_deeplensesim_model_i(model_i_cfg):
+    """The model_i preset's values are DeepLenseSim Model_I's (study 001's lens.py, simple_sim)."""
+    c = model_i_cfg
+    assert (c["low_res_num_pix"], c["low_res_pixel_scale_arcsec"], c["factor"]) == (75, 0.05, 2)
+    assert c["supersampling"] == 1 and c["low_res_supersampling"] == 1 and c["psf"]["type"] == "NONE"
+    assert c["source"] == "sersic"
+    assert c["noise"] == {"model": "deeplensesim", "exposure_time_s": {"log10_uniform": [3.0, 3.5]},
+                          "background_rms": 0.01, "poisson": True}
+    p = c["priors"]
+    assert p["theta_E"]["point_mass"] == {"mass_msun": 1e12, "z_lens": 0.5, "z_source": 1.0, "H0": 70.0,
+                                          "Om0": 0.3, "distances": "luminosity"}
+    assert (p["e1"], p["e2"], p["center_x"], p["center_y"]) == (0.1, 0.0, 0.0, 0.0)
+    assert (p["source_R_sersic"], p["source_n_sersic"], p["source_e1"], p["source_e2"]) == (0.25, 1.0, -0.1, 0.1)
+    assert p["source_x"] == p["source_y"] == {"uniform": [-0.35, 0.35]}
+    assert p["source_amplitude"] == 20.0 and p["source_magnitude"] is None
+
+    arrays, table = simulate_sr(40, "SIE", "noisy", c, np.random.default_rng(0), progress=False)
+    assert arrays["low_res"].shape == (40, 75, 75) and arrays["high_res"].shape == (40, 150, 150)
+    assert np.allclose(table["theta_E"], 1.28149, atol=1e-4)
+    assert (table["e1"] == 0.1).all() and (table["e2"] == 0).all() and (table[["center_x", "center_y"]] == 0).all().all()
+    assert (table["source_amplitude"] == 20).all() and (table["source_R_sersic"] == 0.25).all()
+    assert (table["source_n_sersic"] == 1).all() and (table["source_e1"] == -0.1).all() and (table["source_e2"] == 0.1).all()
+    assert table["source_x"].between(-0.35, 0.35).all() and table["source_y"].between(-0.35, 0.35).all()
+    assert table["exposure_time_s"].between(1e3, 10**3.5).all() and table["exposure_time_s"].nunique() == 40
+    _, sis = simulate_sr(2, "SIS", "noiseless", c, np.random.default_rng(0), progress=False)
+    assert (sis[["e1", "e2", "gamma1", "gamma2"]] == 0).all().all() and (sis["gamma"] == 2).all()
+
+
+@pytest.mark.parametrize("lens", ["SIS", "SIE"])
+def test_model_i_pixels_are_deeplensesims(model_i_cfg, lens):
+    """The noiseless model_i images are, pixel for pixel, what DeepLenseSim's simple_sim renders with lenstronomy
+    (ImageData from make_grid_with_coordtransform, PSF NONE, supersampling 1, SERSIC_ELLIPSE amp 20)."""
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.Util import util
+
+    arrays, table = simulate_sr(2, lens, "noiseless", model_i_cfg, np.random.default_rng(3), progress=False)
+    for i in range(2):
+        kw_lens = {"theta_E": table["theta_E"][i], "center_x": 0.0, "center_y": 0.0}
+        if lens == "SIE":
+            kw_lens.update(e1=0.1, e2=0.0)
+        kw_src = {"amp": 20, "R_sersic": 0.25, "n_sersic": 1, "e1": -0.1, "e2": 0.1,
+                  "center_x": table["source_x"][i], "center_y": table["source_y"][i]}
+        for num_pix, scale, name in ((75, 0.05, "low_res_noiseless"), (150, 0.025, "high_res")):
+            _, _, ra0, dec0, _, _, m_pix2coord, _ = util.make_grid_with_coordtransform(
+                num_pix, scale, center_ra=0, center_dec=0, subgrid_res=1, inverse=False)  # numPix=, deltapix= then
+            data = ImageData(background_rms=0.01, exposure_time=1000.0, ra_at_xy_0=ra0, dec_at_xy_0=dec0,
+                             transform_pix2angle=m_pix2coord, image_data=np.zeros((num_pix, num_pix)))
+            model = ImageModel(data, PSF(psf_type="NONE"), lens_model_class=LensModel([lens]),
+                               source_model_class=LightModel(["SERSIC_ELLIPSE"]),
+                               kwargs_numerics={"supersampling_factor": 1, "supersampling_convolution": False})
+            expected = model.image([kw_lens], [kw_src])
+            np.testing.assert_allclose(arrays[name][i], expected, rtol=2e-6, atol=1e-9)
+
+
+def test_noise_models_statistics():
+    """additive: Poisson + Gaussian background; deeplensesim: DeepLenseSim's simple_sim (shot noise twice, counts
+    clipped at zero); exposure priors drawn log-uniformly; sigma maps match the scatter."""
+    from sourcelens.simulate import add_noise, exposure_time
+
+    rng = np.random.default_rng(0)
+    m = np.full((400, 400), 0.2)
+    t, bg = 1500.0, 0.01
+    add, sig = add_noise(m, {"model": "additive", "exposure_time_s": t, "background_rms": bg}, rng)
+    assert add.mean() == pytest.approx(0.2, abs=1e-3)
+    assert add.std() == pytest.approx(np.sqrt(bg**2 + 0.2 / t), rel=0.02) and np.allclose(sig, np.sqrt(bg**2 + 0.2 / t))
+    dls, sig = add_noise(m, {"model": "deeplensesim", "exposure_time_s": t, "background_rms": bg}, rng)
+    assert dls.mean() == pytest.approx(0.2, abs=1e-3)
+    assert dls.std() == pytest.approx(np.sqrt(bg**2 + 2 * 0.2 / t), rel=0.02)
+    assert np.allclose(sig, np.sqrt(bg**2 + 2 * 0.2 / t))
+    assert np.allclose(dls * t, np.round(dls * t))                        # whole counts over the exposure
+    sky, _ = add_noise(np.zeros((400, 400)), {"model": "deeplensesim", "exposure_time_s": t, "background_rms": bg},
+                       rng)
+    assert sky.min() >= 0 and sky.mean() == pytest.approx(bg / np.sqrt(2 * np.pi), rel=0.05)   # clipped Gaussian
+    spec = {"log10_uniform": [3.0, 3.5]}
+    times = exposure_time({"exposure_time_s": spec}, np.random.default_rng(1), 20000)
+    assert times.min() >= 1e3 and times.max() <= 10**3.5
+    assert np.log10(times).mean() == pytest.approx(3.25, abs=0.01) and np.log10(times).std() == pytest.approx(
+        0.5 / np.sqrt(12), rel=0.02)
+    assert sample_prior(spec, np.random.default_rng(1), 5).tolist() == exposure_time(
+        {"exposure_time_s": spec}, np.random.default_rng(1), 5).tolist()
+    assert prior_bounds(spec) == (1e3, 10**3.5) and check_prior(spec)["kind"] == "log10_uniform"
+    with pytest.raises(ValueError, match="log10_uniform"):
+        check_prior({"log10_uniform": [3.5, 3.0]}, "t")
+    with pytest.raises(ValueError, match="noise model"):
+        add_noise(m, {"model": "grainy"}, rng)
+    # the model_i noisy variant: the study's noise at the drawn exposure of each image
+    a, b = (add_noise(m, {"model": "deeplensesim", "exposure_time_s": spec}, np.random.default_rng(5))[0]
+            for _ in range(2))
+    assert np.array_equal(a, b)
+
+
+def test_sr_edge_fractions_of_the_presets(config):
+    """broad: the lensed light on the field's border stays below 1 % of the peak for >= 99 % of the pairs; Model_I's
+    own 3.75″ field (kept, as the study's) cuts part of the light of every pair, and the table records it."""
+    sr = config["simulate"]["sr"]
+    for lens, n in (("SIE", 200), ("SIS", 100)):
+        _, table = simulate_sr(n, lens, "noiseless", sr_set_config(sr, "broad"), rng_for(1, "edge", lens),
+                               progress=False)
+        assert (table["edge_peak_fraction"] < 0.01).mean() >= 0.99, table["edge_peak_fraction"].describe()
+        assert (table["edge_peak_fraction_low_res"] < 0.01).mean() >= 0.99
+    _, table = simulate_sr(100, "SIE", "noiseless", sr_set_config(sr, "model_i"), rng_for(1, "edge", "model_i"),
+                           progress=False)
+    assert (table["edge_peak_fraction"] > 0.01).all() and table["edge_peak_fraction"].median() < 0.2
+
+
+@pytest.mark.parametrize("name", ["model_i", "broad"])
+def test_sr_sets_deterministic(config, name):
+    cfg = sr_set_config(config["simulate"]["sr"], name)
+    cfg.update(low_res_num_pix=24)
+    a, ta = simulate_sr(3, "SIE", "noisy", cfg, rng_for(7, "simulate_sr", name, "test", 0), progress=False)
+    b, tb = simulate_sr(3, "SIE", "noisy", cfg, rng_for(7, "simulate_sr", name, "test", 0), progress=False)
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    pd.testing.assert_frame_equal(ta, tb)
 
 
 # ----------------------------------------------------------------------------- scripts
@@ -390,16 +551,29 @@ def test_scripts_simulate_and_gather(tmp_path, config):
     assert attrs["provenance"]["config"]["seed"] == cfg["seed"]
 
     sr_out = tmp_path / "sr.h5"
-    cfg["simulate"]["sr"].update(low_res_num_pix=16, low_res_pixel_scale_arcsec=0.2)
+    sr = sr_set_config(cfg["simulate"]["sr"], "broad")
+    sr.update(low_res_num_pix=16, low_res_pixel_scale_arcsec=0.2)
     _run_script(
         "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr.log")],
-        wildcards=SimpleNamespace(lens="SIS", noise="noisy", split="val", shard="0"),
-        params=SimpleNamespace(sr=cfg["simulate"]["sr"], source_kinds=["parametric"], n=2, seed=cfg["seed"]), config=cfg,
+        wildcards=SimpleNamespace(set="broad", lens="SIS", noise="noisy", split="val", shard="0"),
+        params=SimpleNamespace(sr=sr, source_kinds=["parametric"], n=2, seed=cfg["seed"]), config=cfg,
     )
     arrays, table = read_dataset(sr_out)
     assert arrays["high_res"].shape == (2, 32, 32)
-    assert read_attrs(sr_out)["high_res_psf_convolved"]
-    assert table["source_id"].tolist() == ["sersic-val-0-000000", "sersic-val-0-000001"]
+    attrs = read_attrs(sr_out)
+    assert attrs["high_res_psf_convolved"] and attrs["sr_set"] == "broad" and attrs["preset"] == "broad"
+    assert table["source_id"].tolist() == ["broad-val-0-000000", "broad-val-0-000001"]
+    # the real-galaxy set: stamps as sources, their ids and kinds in the table
+    real = sr_set_config(cfg["simulate"]["sr"], "real")
+    real.update(low_res_num_pix=16, low_res_pixel_scale_arcsec=0.2)
+    _run_script(
+        "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr2.log")],
+        wildcards=SimpleNamespace(set="real", lens="SIE", noise="noiseless", split="val", shard="0"),
+        params=SimpleNamespace(sr=real, source_kinds=["parametric"], n=3, seed=cfg["seed"]), config=cfg,
+    )
+    arrays, table = read_dataset(sr_out)
+    assert set(table["source_id"]) <= set(meta["source_id"]) and set(table["kind"]) == {"parametric"}
+    assert read_attrs(sr_out)["source"] == "stamps" and np.isnan(table["source_amplitude"]).all()
 
 
 def test_source_size_on_the_sky(pairs_cfg):

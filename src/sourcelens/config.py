@@ -65,7 +65,8 @@ def check_config(config: Mapping[str, Any]) -> dict:
     The schema (:func:`validate_config`), then the rules across keys that the schema cannot state:
     split fractions summing to 1; a COSMOS catalogue (shipped sample or directory) where ``cosmos`` or
     ``cosmos_fit`` galaxies are asked for; lensed source kinds that the sources provide; a stamp size the VAE can halve once per width (``vae.widths``); shapelet orders the
-    stamp can resolve (``fit.shapelet_n_max``). The Snakefile and ``sourcelens check-config`` both call
+    stamp can resolve (``fit.shapelet_n_max``); each super-resolution set merged over its preset
+    (:func:`sr_set_config`). The Snakefile and ``sourcelens check-config`` both call
     it. Raises :class:`ConfigError` naming every offending key.
     """
     cfg = validate_config(dict(config))
@@ -125,9 +126,78 @@ def check_config(config: Mapping[str, Any]) -> dict:
         problems.append(
             f"config keys 'fit/shapelet_n_max' and 'stamps/size': shapelet orders {too_fine} are finer than a "
             f"{size}-pixel stamp resolves (n_max + 1 must be at most 2/3 of the stamp size)")
+    problems += _sr_set_problems(cfg["simulate"]["sr"])
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def sr_set_config(sr_cfg: Mapping[str, Any], name: str) -> dict:
+    """The full config of the super-resolution set ``name`` (``sr_cfg`` = ``simulate.sr``, defaults filled).
+
+    The set's ``preset`` (``simulate.sr.presets``) with the set's other keys merged over it (nested keys
+    such as single priors override one by one); ``n_samples`` null takes ``simulate.sr.n_samples``, a partial
+    one overrides those splits. Adds ``set``, ``preset``, ``lens_models`` and ``noise_variants``: what
+    :func:`sourcelens.simulate.simulate_sr` takes.
+    """
+    sets = sr_cfg["sets"]
+    if name not in sets:
+        raise ConfigError(f"config key 'simulate/sr/sets': no super-resolution set {name!r} (configured: "
+                          f"{', '.join(sets)})")
+    overrides = copy.deepcopy(dict(sets[name]))
+    preset = overrides.pop("preset")
+    if preset not in sr_cfg["presets"]:
+        raise ConfigError(f"config key 'simulate/sr/sets/{name}/preset': unknown preset {preset!r} "
+                          f"(allowed: {', '.join(sr_cfg['presets'])})")
+    merged = deep_update(copy.deepcopy(dict(sr_cfg["presets"][preset])), overrides)
+    n_samples = copy.deepcopy(dict(sr_cfg["n_samples"]))
+    deep_update(n_samples, {k: v for k, v in (merged.get("n_samples") or {}).items() if v is not None})
+    merged.update(n_samples=n_samples, set=name, preset=preset, lens_models=list(sr_cfg["lens_models"]),
+                  noise_variants=list(sr_cfg["noise_variants"]))
+    return merged
+
+
+def _sr_set_problems(sr_cfg: Mapping[str, Any]) -> list[str]:
+    """Each super-resolution set, merged over its preset, checked against the schema's ``sr_preset`` and the rules
+    across its keys (one source brightness; stamps need a magnitude; a point-mass lens behind its source)."""
+    from jsonschema import Draft202012Validator
+
+    with open(SCHEMA_PATH) as fh:
+        schema = yaml.safe_load(fh)
+    validator = Draft202012Validator({"$ref": "#/definitions/sr_preset", "definitions": schema["definitions"]})
+    problems = []
+    for name in sr_cfg["sets"]:
+        where = f"simulate/sr/sets/{name}"
+        try:
+            merged = sr_set_config(sr_cfg, name)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        body = {k: v for k, v in merged.items() if k not in ("set", "preset", "lens_models", "noise_variants")}
+        for err in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
+            key = "/".join(str(p) for p in err.absolute_path)
+            problems.append(f"config key '{where}{'/' + key if key else ''}': {err.message}")
+        priors = merged.get("priors") or {}
+        bright = [k for k in ("source_magnitude", "source_amplitude") if priors.get(k) is not None]
+        if len(bright) != 1:
+            problems.append(f"config keys '{where}/priors/source_magnitude' and '.../source_amplitude': exactly one "
+                            f"must be set (not null), got {bright or 'neither'}")
+        if merged.get("source") == "stamps" and priors.get("source_magnitude") is None:
+            problems.append(f"config key '{where}/priors/source_magnitude': stamp sources are scaled to a magnitude "
+                            "(source_amplitude is a Sérsic surface brightness)")
+        try:
+            from .priors import prior_bounds
+
+            if prior_bounds((merged.get("noise") or {}).get("exposure_time_s", 1000.0))[0] <= 0:
+                problems.append(f"config key '{where}/noise/exposure_time_s': exposure times must be positive")
+        except ValueError as err:
+            problems.append(f"config key '{where}/noise/exposure_time_s': {err}")
+        theta = priors.get("theta_E")
+        if isinstance(theta, Mapping) and "point_mass" in theta:
+            pm = theta["point_mass"]
+            if not pm.get("z_source", 0) > pm.get("z_lens", 0):
+                problems.append(f"config key '{where}/priors/theta_E/point_mass': z_source must exceed z_lens")
+    return problems
 
 
 def default_lensed_kinds(kinds: Sequence[str]) -> list[str]:
@@ -197,17 +267,20 @@ def schema_markdown(schema_path: str | Path = SCHEMA_PATH) -> str:
             return f"list of {fmt_type(inner)}"
         return "/".join(t) if isinstance(t, list) else str(t)
 
-    def walk(node: Mapping[str, Any], path: str) -> None:
+    def walk(node: Mapping[str, Any], path: str, parent_default: Any = None) -> None:
+        # a whole-object default (e.g. a preset) gives the defaults of the keys below it
         for key, sub in node.get("properties", {}).items():
             where = f"{path}.{key}" if path else key
             ref = sub.get("$ref")
             resolved = {**defs[ref.split("/")[-1]], **{k: v for k, v in sub.items() if k != "$ref"}} if ref else sub
             desc = " ".join(str(resolved.get("description", "")).split()).replace("|", "\\|")
+            inherited = isinstance(parent_default, Mapping) and key in parent_default
+            value = parent_default[key] if inherited else resolved.get("default")
             if "properties" in resolved:
                 rows.append(f"| `{where}` | object | | {desc} |")
-                walk(resolved, where)
+                walk(resolved, where, value if isinstance(value, Mapping) else None)
             else:
-                default = json.dumps(resolved.get("default"), ensure_ascii=False)
+                default = json.dumps(value, ensure_ascii=False)
                 rows.append(f"| `{where}` | {fmt_type(resolved)} | `{default}` | {desc} |")
 
     walk(schema, "")

@@ -6,6 +6,7 @@ A prior spec is one of::
     {uniform: [low, high]}                # uniform on [low, high]
     {normal: [mean, sigma]}               # normal
     {normal: [mean, sigma], clip: [low, high]}   # normal truncated to [low, high]
+    {log10_uniform: [low, high]}          # 10**U(low, high): log-uniform on [10**low, 10**high]
 
 ``clip`` gives a *truncated* normal (as if out-of-range draws were redrawn), sampled exactly by
 the inverse CDF with one uniform number per value, so there is no pile-up at the bounds and the
@@ -49,7 +50,7 @@ def check_prior(spec: Any, name: str = "<parameter>") -> dict[str, Any]:
         return {"kind": "fixed", "value": value}
     if not isinstance(spec, Mapping):
         raise ValueError(
-            f"prior '{name}': expected a number, {{uniform: [lo, hi]}} or "
+            f"prior '{name}': expected a number, {{uniform: [lo, hi]}}, {{log10_uniform: [lo, hi]}} or "
             f"{{normal: [mu, sigma], clip: [lo, hi]}}, got {spec!r}"
         )
     keys = set(spec)
@@ -58,6 +59,11 @@ def check_prior(spec: Any, name: str = "<parameter>") -> dict[str, Any]:
         if lo > hi:
             raise ValueError(f"prior '{name}': uniform low {lo:g} is above high {hi:g}")
         return {"kind": "uniform", "low": lo, "high": hi}
+    if keys == {"log10_uniform"}:
+        lo, hi = _pair(spec["log10_uniform"], name, "log10_uniform")
+        if lo > hi:
+            raise ValueError(f"prior '{name}': log10_uniform low {lo:g} is above high {hi:g}")
+        return {"kind": "log10_uniform", "low": lo, "high": hi}
     if keys in ({"normal"}, {"normal", "clip"}):
         mu, sigma = _pair(spec["normal"], name, "normal")
         if sigma < 0:
@@ -72,7 +78,7 @@ def check_prior(spec: Any, name: str = "<parameter>") -> dict[str, Any]:
             out["clip"] = (lo, hi)
         return out
     raise ValueError(
-        f"prior '{name}': expected exactly one of 'uniform' or 'normal' (with optional 'clip'), "
+        f"prior '{name}': expected exactly one of 'uniform', 'log10_uniform' or 'normal' (with optional 'clip'), "
         f"got keys {sorted(map(str, keys))}"
     )
 
@@ -84,6 +90,8 @@ def prior_bounds(spec: Any, name: str = "<parameter>") -> tuple[float, float]:
         return p["value"], p["value"]
     if p["kind"] == "uniform":
         return p["low"], p["high"]
+    if p["kind"] == "log10_uniform":
+        return 10.0 ** p["low"], 10.0 ** p["high"]
     if p["sigma"] == 0:
         return p["mean"], p["mean"]
     return p["clip"] if p["clip"] is not None else (-np.inf, np.inf)
@@ -118,6 +126,9 @@ def sample_prior(spec: Any, rng: np.random.Generator, size: int, name: str = "<p
         return rng.uniform(p["low"], p["high"], size) if p["high"] > p["low"] else (
             np.full(size, p["low"], dtype=float) + 0.0 * rng.uniform(size=size)
         )
+    if p["kind"] == "log10_uniform":
+        return 10.0 ** (rng.uniform(p["low"], p["high"], size) if p["high"] > p["low"] else (
+            np.full(size, p["low"], dtype=float) + 0.0 * rng.uniform(size=size)))
     mu, sigma = p["mean"], p["sigma"]
     if p["clip"] is None:
         return rng.normal(mu, sigma, size) if sigma > 0 else np.full(size, mu) + 0.0 * rng.normal(size=size)

@@ -60,6 +60,11 @@ __all__ = [
     "taper_sources",
     "magnitude_to_counts",
     "add_noise",
+    "exposure_time",
+    "einstein_radius_point_mass",
+    "resolve_theta_E",
+    "sr_set_config",
+    "SR_NOISE_VARIANTS",
     "LensedImageRenderer",
     "check_stamps",
     "simulate_pairs",
@@ -79,6 +84,8 @@ LENS_MODELS: dict[str, tuple[str, ...]] = {
 #: Values of the parameters a model does not draw.
 _FIXED_LENS_VALUES = {"gamma": 2.0, "e1": 0.0, "e2": 0.0, "gamma1": 0.0, "gamma2": 0.0}
 SR_LENS_MODELS: tuple[str, ...] = ("SIS", "SIE")
+#: Noise variants of the super-resolution low-resolution images (:func:`simulate_sr`).
+SR_NOISE_VARIANTS: tuple[str, ...] = ("noiseless", "poisson", "noisy")
 #: Source parameters drawn for the super-resolution datasets (in this order).
 SR_SOURCE_PARAMETERS: tuple[str, ...] = (
     "source_R_sersic", "source_n_sersic", "source_e1", "source_e2", "source_x", "source_y", "source_magnitude",
@@ -227,22 +234,58 @@ def magnitude_to_counts(magnitude: float | np.ndarray, zero_point: float) -> flo
     return 10.0 ** (-0.4 * (np.asarray(magnitude, dtype=float) - float(zero_point)))
 
 
+def exposure_time(noise_cfg: Mapping[str, Any], rng: np.random.Generator, size: int | None = None
+                  ) -> float | np.ndarray:
+    """The exposure time(s) in s of ``noise_cfg['exposure_time_s']``: a number, or a prior (e.g. Model_I's
+    ``{log10_uniform: [3, 3.5]}``) drawn with ``rng`` (one draw per value; none for a fixed number)."""
+    spec = noise_cfg.get("exposure_time_s", 1000.0)
+    values = sample_prior(spec, rng, 1 if size is None else int(size), name="noise/exposure_time_s")
+    if np.any(values <= 0):
+        raise ValueError(f"noise/exposure_time_s must be positive, got {spec!r}")
+    return float(values[0]) if size is None else values
+
+
 def add_noise(
-    noiseless: np.ndarray, noise_cfg: Mapping[str, Any], rng: np.random.Generator
+    noiseless: np.ndarray, noise_cfg: Mapping[str, Any], rng: np.random.Generator,
+    exposure_time_s: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Noisy image and per-pixel sigma map (both e-/s per pixel, float64).
 
-    Poisson noise of the counts ``noiseless * exposure_time_s`` (negative model pixels count as
-    zero; if ``poisson``) plus Gaussian ``background_rms``. sigma = sqrt(background_rms² +
-    max(noiseless, 0) / exposure_time_s). Uses only ``rng``; always the same number of draws.
+    ``noise_cfg['model']``:
+
+    * ``additive`` (default): Poisson noise of the counts ``noiseless * t`` (negative model pixels
+      count as zero; if ``poisson``) plus Gaussian ``background_rms``; sigma = sqrt(background_rms² +
+      max(noiseless, 0) / t).
+    * ``deeplensesim``: DeepLenseSim Model_I's ``simple_sim`` (noisy images): lenstronomy's Gaussian
+      approximation of the shot noise (sigma sqrt(|m| / t)) and the Gaussian background are added to the
+      model m, the counts t·(...) are clipped at zero and drawn from a Poisson distribution, and the image is
+      counts / t. The source's shot noise enters twice and empty sky is non-negative (a clipped Gaussian,
+      mean ≈ 0.4 background_rms, then Poisson); sigma (approximate, ignoring the clip) = sqrt(background_rms² +
+      2 max(m, 0) / t). With ``poisson`` false, only the Gaussian background is added.
+
+    ``t``: ``exposure_time_s`` if given, else ``noise_cfg['exposure_time_s']`` (a number, or a prior drawn
+    here once: :func:`exposure_time`). Uses only ``rng``; always the same number of draws for one config.
     """
-    t = float(noise_cfg.get("exposure_time_s", 1000.0))
+    t = float(exposure_time_s) if exposure_time_s is not None else exposure_time(noise_cfg, rng)
     bg = float(noise_cfg.get("background_rms", 0.01))
+    model = noise_cfg.get("model", "additive")
+    poisson = bool(noise_cfg.get("poisson", True))
     img = np.asarray(noiseless, dtype=float)
     positive = np.clip(img, 0.0, None)
+    if model == "deeplensesim":
+        total = img.copy()
+        var = np.full(img.shape, bg**2)
+        if poisson:
+            total += np.sqrt(np.abs(img) / t) * rng.normal(0.0, 1.0, img.shape)
+            var += 2.0 * positive / t
+        total += bg * rng.normal(0.0, 1.0, img.shape)
+        noisy = rng.poisson(np.clip(total * t, 0.0, None)) / t if poisson else total
+        return noisy, np.sqrt(var)
+    if model != "additive":
+        raise ValueError(f"unknown noise model {model!r}; allowed: additive, deeplensesim")
     noisy = img.copy()
     var = np.full(img.shape, bg**2)
-    if noise_cfg.get("poisson", True):
+    if poisson:
         counts = positive * t
         noisy += (rng.poisson(counts) - counts) / t
         var += positive / t
@@ -269,12 +312,14 @@ class LensedImageRenderer:
         source_model: str,
         psf: PSF,
         supersampling: int = 1,
+        supersampling_convolution: bool = False,
     ) -> None:
         self.psf = psf
         self.grid = make_pixel_grid(num_pix, pixel_scale)
         self.lens_model = LensModel(lens_model_list=list(lens_model_list))
         self.source_model = LightModel(light_model_list=[source_model])
-        self.kwargs_numerics = {"supersampling_factor": int(supersampling), "supersampling_convolution": False}
+        self.kwargs_numerics = {"supersampling_factor": int(supersampling),
+                                "supersampling_convolution": bool(supersampling_convolution) and int(supersampling) > 1}
         self.image_model = ImageModel(
             data_class=self.grid, psf_class=psf, lens_model_class=self.lens_model,
             source_model_class=self.source_model, kwargs_numerics=self.kwargs_numerics,
@@ -585,6 +630,52 @@ def pairs_array_attrs() -> dict[str, dict[str, str]]:
 # --------------------------------------------------------------------------------------------
 # Study 001: super-resolution pairs
 # --------------------------------------------------------------------------------------------
+def einstein_radius_point_mass(
+    mass_msun: float, z_lens: float, z_source: float, H0: float = 70.0, Om0: float = 0.3,
+    distances: str = "luminosity",
+) -> float:
+    """Einstein radius (arcsec) of a point mass ``mass_msun`` at ``z_lens`` lensing a source at ``z_source``
+    in flat ΛCDM (astropy ``FlatLambdaCDM(H0, Om0)``, no radiation): θE = sqrt(4 G M / c² · D_LS / (D_L D_S)).
+
+    ``distances``: ``luminosity`` is DeepLenseSim's ``DeepLens.mass_to_radius`` (Model_I, study 001): D_L and
+    D_S luminosity distances and D_LS = D_S − D_L (1e12 M☉, z 0.5 → 1, H0 70, Ωm 0.3: 1.28149″);
+    ``angular_diameter`` is the textbook relation (angular-diameter distances, D_LS = D_A(z_lens, z_source):
+    1.66452″ for the same halo).
+    """
+    from astropy import constants as const
+    from astropy import units as u
+    from astropy.cosmology import FlatLambdaCDM
+
+    if not z_source > z_lens >= 0:
+        raise ValueError(f"point-mass Einstein radius: need 0 <= z_lens < z_source, got {z_lens}, {z_source}")
+    cosmo = FlatLambdaCDM(H0=float(H0), Om0=float(Om0))
+    if distances == "luminosity":
+        d_l, d_s = cosmo.luminosity_distance(z_lens), cosmo.luminosity_distance(z_source)
+        d_ls = d_s - d_l
+    elif distances == "angular_diameter":
+        d_l, d_s = cosmo.angular_diameter_distance(z_lens), cosmo.angular_diameter_distance(z_source)
+        d_ls = cosmo.angular_diameter_distance(z_lens, z_source)
+    else:
+        raise ValueError(f"unknown distances {distances!r}; allowed: luminosity, angular_diameter")
+    theta = np.sqrt(4 * const.G * float(mass_msun) * const.M_sun / const.c**2 * d_ls / (d_l * d_s))
+    return float((theta.decompose() * u.rad).to(u.arcsec).value)
+
+
+def resolve_theta_E(spec: Any) -> Any:
+    """A theta_E prior with ``{point_mass: {mass_msun, z_lens, z_source, H0, Om0, distances}}`` replaced by its
+    fixed Einstein radius (:func:`einstein_radius_point_mass`); any other prior unchanged."""
+    if isinstance(spec, Mapping) and "point_mass" in spec:
+        return einstein_radius_point_mass(**spec["point_mass"])
+    return spec
+
+
+def _sr_brightness(priors: Mapping[str, Any]) -> str:
+    bright = [k for k in ("source_magnitude", "source_amplitude") if priors.get(k) is not None]
+    if len(bright) != 1:
+        raise ValueError(f"sr priors: exactly one of source_magnitude and source_amplitude must be set, got {bright}")
+    return bright[0]
+
+
 def simulate_sr(
     n: int,
     lens_model: str,
@@ -597,30 +688,41 @@ def simulate_sr(
     hr_psf: bool = True,
     progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    """Simulate ``n`` super-resolution pairs (``cfg`` = ``simulate.sr``; DeepLenseSim Model_I-like).
+    """Simulate ``n`` super-resolution pairs of one set (``cfg``: :func:`sourcelens.config.sr_set_config`).
 
     Same lens (SIS or SIE, no shear) and source on a low-resolution grid (``low_res_num_pix`` at
     ``low_res_pixel_scale_arcsec``) and a ``factor``× finer high-resolution grid of the same field.
-    Each grid is rendered by lenstronomy with a PSF of the same FWHM in arcsec; the low-res image
-    is supersampled ``factor × supersampling`` (the same sub-pixel sampling as the high-res
-    image, ``supersampling``). ``noise_variant`` 'noisy' adds ``cfg['noise']`` to the low-res
-    image only; the high-res truth is noiseless and, with ``hr_psf`` (default), PSF-convolved (the
-    task is super-resolution, not deconvolution).
+    Each grid is rendered by lenstronomy with a PSF of the same FWHM in arcsec (none for Model_I); the
+    high-res image with ``supersampling``, the low-res one with ``low_res_supersampling`` (null: ``factor ×
+    supersampling``, the same sub-pixels as the high-res image, and the PSF convolved on them, so that the
+    high-res image binned is the low-res one; Model_I: 1, pixel centres as DeepLenseSim). The high-res truth is noiseless and, with
+    ``hr_psf`` (default), PSF-convolved (the task is super-resolution, not deconvolution).
 
-    Source ``cfg['source']``: 'sersic' (SERSIC_ELLIPSE from the source_* priors; ids
-    ``f"{id_prefix}-{i:06d}"``) or 'stamps' (INTERPOL of ``images`` drawn with replacement,
-    scaled so the stamp's half-light radius equals the drawn ``source_R_sersic``; ids from
-    ``meta``). Random draws, in order: stamp indices (stamps only), the source parameters
-    (SR_SOURCE_PARAMETERS order), the lens parameters, then per sample the noise (noisy only), so
-    the noiseless and noisy variants of one seed share their scenes.
+    ``noise_variant``: ``noiseless``; ``poisson`` (Poisson noise of the source counts only: what DeepLenseSim
+    makes without ``noise``, the study's "no noise" images); ``noisy`` (``cfg['noise']``,
+    :func:`add_noise`). Noise touches the low-res image only; the exposure time of each sample (a number or
+    a prior, ``noise.exposure_time_s``) is recorded for every variant.
+
+    The theta_E prior may be a point mass (:func:`resolve_theta_E`). Source ``cfg['source']``: 'sersic'
+    (SERSIC_ELLIPSE from the source_* priors, brightness from ``source_magnitude`` or from
+    ``source_amplitude``, lenstronomy's ``amp``: the surface brightness at R_sersic in e-/s per arcsec²,
+    as Model_I's amp 20; ids ``f"{id_prefix}-{i:06d}"``) or 'stamps' (INTERPOL of ``images`` drawn with
+    replacement, scaled so the stamp's half-light radius equals the drawn ``source_R_sersic``, total flux from
+    ``source_magnitude``; ids from ``meta``). Random draws, in order: stamp indices (stamps only), the source
+    parameters (SR_SOURCE_PARAMETERS order, the brightness last), the lens parameters, the exposure times,
+    then per sample the noise (noisy and poisson only), so the variants of one seed share their scenes.
 
     Returns arrays (float32; e-/s per pixel) ``low_res``, ``low_res_noiseless``, ``high_res``,
     ``noise_sigma`` (low-res grid; zeros for 'noiseless'), ``source_high_res`` (unlensed, no PSF)
-    and ``lens_params`` (n, 8; gamma = 2, shear 0), and the table.
+    and ``lens_params`` (n, 8; gamma = 2, shear 0), and the table (``source_id``, ``kind``, ``stamp_index``,
+    ``lens_model``, the 8 lens parameters, the source parameters, ``source_amplitude`` (Sérsic ``amp``; NaN for
+    stamps), ``exposure_time_s``, ``source_pixel_scale_arcsec`` (stamps), and ``edge_peak_fraction`` /
+    ``edge_peak_fraction_low_res``: the brightest border pixel of the noiseless high-/low-res image over its
+    peak, :func:`edge_peak_fraction`, above ~1 % the field cuts the lensed source).
     """
     _check_lens_model(lens_model, SR_LENS_MODELS)
-    if noise_variant not in ("noiseless", "noisy"):
-        raise ValueError(f"unknown noise variant {noise_variant!r}; allowed: noiseless, noisy")
+    if noise_variant not in SR_NOISE_VARIANTS:
+        raise ValueError(f"unknown noise variant {noise_variant!r}; allowed: {', '.join(SR_NOISE_VARIANTS)}")
     source_kind = cfg.get("source", "sersic")
     if source_kind not in ("sersic", "stamps"):
         raise ValueError(f"unknown sr source {source_kind!r}; allowed: sersic, stamps")
@@ -629,7 +731,11 @@ def simulate_sr(
     lr_pix, lr_scale = int(cfg["low_res_num_pix"]), float(cfg["low_res_pixel_scale_arcsec"])
     hr_pix, hr_scale = lr_pix * factor, lr_scale / factor
     ss = int(cfg.get("supersampling", 1))
-    priors = cfg["priors"]
+    lr_ss = int(cfg.get("low_res_supersampling") or factor * ss)
+    priors = dict(cfg["priors"])
+    brightness = _sr_brightness(priors)
+    if source_kind == "stamps" and brightness != "source_magnitude":
+        raise ValueError("sr source 'stamps' needs priors.source_magnitude (source_amplitude is a Sérsic amp)")
 
     if source_kind == "stamps":
         if images is None or meta is None:
@@ -641,18 +747,23 @@ def simulate_sr(
         idx = rng.integers(0, len(images), size=n) if n > 0 else np.zeros(0, dtype=int)
     else:
         idx = np.full(n, -1, dtype=np.int64)
-    src = {name: sample_prior(priors[name], rng, n, name=name) for name in SR_SOURCE_PARAMETERS}
+    src = {name: sample_prior(priors[name], rng, n, name=name) for name in SR_SOURCE_PARAMETERS[:-1]}
+    src[brightness] = sample_prior(priors[brightness], rng, n, name=brightness)
     lens_priors = {k: priors[k] for k in ("theta_E", "e1", "e2", "center_x", "center_y") if k in priors}
+    lens_priors["theta_E"] = resolve_theta_E(lens_priors.get("theta_E", 1.0))
     lens_priors.update(gamma=2.0, gamma1=0.0, gamma2=0.0)
     params = draw_lens_parameters(lens_model, lens_priors, rng, n)
-    fluxes = magnitude_to_counts(src["source_magnitude"], cfg["magnitude_zero_point"])
+    noise_cfg = dict(cfg.get("noise", {}))
+    exposures = exposure_time(noise_cfg, rng, n)
 
     psf_cfg = cfg.get("psf", {})
     lens_list = [lens_model]
     light = "INTERPOL" if source_kind == "stamps" else "SERSIC_ELLIPSE"
-    lr = LensedImageRenderer(lr_pix, lr_scale, lens_list, light, make_psf(psf_cfg, lr_scale), factor * ss)
+    # the low-res PSF convolution on the sub-pixels (an image PSF of ~1 low-res pixel is undersampled there)
+    lr = LensedImageRenderer(lr_pix, lr_scale, lens_list, light, make_psf(psf_cfg, lr_scale), lr_ss,
+                             supersampling_convolution=True)
     hr = LensedImageRenderer(hr_pix, hr_scale, lens_list, light, make_psf(psf_cfg, hr_scale, factor), ss)
-    noise_cfg = cfg.get("noise", {})
+    shot_only = {"model": "additive", "poisson": True, "background_rms": 0.0}
 
     out = {
         "low_res": np.empty((n, lr_pix, lr_pix), np.float32),
@@ -662,31 +773,43 @@ def simulate_sr(
         "source_high_res": np.empty((n, hr_pix, hr_pix), np.float32),
     }
     stamp_scale = np.full(n, np.nan)
+    amplitude = np.full(n, np.nan)
+    flux = np.full(n, np.nan)
     records = params.to_dict("records")
-    with _progress(n, f"simulate_sr {lens_model} {noise_variant}", progress) as bar:
+    desc = f"simulate_sr {cfg.get('set', '')} {lens_model} {noise_variant}".replace("  ", " ")
+    with _progress(n, desc, progress) as bar:
         for i in range(n):
             _, kw_lens = lens_kwargs(lens_model, records[i], with_shear=False)
             if source_kind == "stamps":
+                flux[i] = magnitude_to_counts(src["source_magnitude"][i], cfg["magnitude_zero_point"])
                 stamp = taper_sources(images[idx[i]], cfg.get("source_taper_fraction", 0.0))
                 stamp_scale[i] = src["source_R_sersic"][i] / max(half_light_radius(stamp), 0.5)
-                kw_src = [_interpol_kwargs(stamp, stamp_scale[i], fluxes[i], src["source_x"][i], src["source_y"][i])]
+                kw_src = [_interpol_kwargs(stamp, stamp_scale[i], flux[i], src["source_x"][i], src["source_y"][i])]
             else:
                 kw = {"amp": 1.0, "R_sersic": src["source_R_sersic"][i], "n_sersic": src["source_n_sersic"][i],
                       "e1": src["source_e1"][i], "e2": src["source_e2"][i],
                       "center_x": src["source_x"][i], "center_y": src["source_y"][i]}
-                kw["amp"] = fluxes[i] / hr.source_model.total_flux([kw])[0]
+                unit_flux = hr.source_model.total_flux([kw])[0]
+                if brightness == "source_amplitude":
+                    amplitude[i] = src["source_amplitude"][i]
+                    flux[i] = amplitude[i] * unit_flux
+                else:
+                    flux[i] = magnitude_to_counts(src["source_magnitude"][i], cfg["magnitude_zero_point"])
+                    amplitude[i] = flux[i] / unit_flux
+                kw["amp"] = amplitude[i]
                 kw_src = [kw]
             lo, _ = lr.render(kw_lens, kw_src, unlensed=False)
             hi, source_hr = hr.render(kw_lens, kw_src, psf=hr_psf)
             out["low_res_noiseless"][i] = lo
             out["high_res"][i] = hi
             out["source_high_res"][i] = source_hr
-            if noise_variant == "noisy":
-                noisy, sigma = add_noise(lo, noise_cfg, rng)
+            if noise_variant == "noiseless":
+                out["low_res"][i] = lo
+            else:
+                noisy, sigma = add_noise(lo, noise_cfg if noise_variant == "noisy" else shot_only, rng,
+                                         exposure_time_s=exposures[i])
                 out["low_res"][i] = noisy
                 out["noise_sigma"][i] = sigma
-            else:
-                out["low_res"][i] = lo
             bar.update()
     out["lens_params"] = params[list(LENS_PARAMETERS)].to_numpy(dtype=np.float32)
 
@@ -704,31 +827,63 @@ def simulate_sr(
     })
     for name in LENS_PARAMETERS:
         table[name] = params[name].to_numpy(dtype=float)
-    for name in SR_SOURCE_PARAMETERS:
+    for name in SR_SOURCE_PARAMETERS[:-1]:
         table[name] = src[name]
+    # the total magnitude of every source (drawn, or from the Sérsic amplitude) and the amplitude used
+    table["source_magnitude"] = float(cfg["magnitude_zero_point"]) - 2.5 * np.log10(flux) if n else np.zeros(0)
+    table["source_amplitude"] = amplitude
     if source_kind == "stamps":
         # For stamps, source_R_sersic is the stamp's half-light radius on the sky; the Sérsic
         # shape parameters were drawn (keeping the random stream aligned) but not used.
         for name in ("source_n_sersic", "source_e1", "source_e2"):
             table[name] = np.nan
     table["source_pixel_scale_arcsec"] = stamp_scale
+    table["exposure_time_s"] = np.asarray(exposures, dtype=float)
+    table["edge_peak_fraction"] = edge_peak_fraction(out["high_res"]) if n else np.zeros(0)
+    table["edge_peak_fraction_low_res"] = edge_peak_fraction(out["low_res_noiseless"]) if n else np.zeros(0)
     return out, table
 
 
+#: What each preset is, for the datasets' descriptions and the docs.
+SR_PRESET_DESCRIPTIONS: dict[str, str] = {
+    "model_i": "DeepLenseSim Model_I exactly as study 001 (LensSR) simulated it: 75x75 at 0.05\" -> 150x150 at "
+               "0.025\", theta_E of a 1e12 Msun point mass (z 0.5 -> 1, flat LCDM H0 70, Om 0.3; DeepLenseSim's "
+               "luminosity-distance relation), SIE e1 0.1, e2 0; Sersic source amp 20, R 0.25\", n 1, e1 -0.1, "
+               "e2 0.1, centre U(-0.35, 0.35)\"; no PSF; exposure 10^U(3, 3.5) s, background rms 0.01, Poisson",
+    "broad": "broad priors for generalisation (theta_E, lens ellipticity and centre, Sersic shape, size, "
+             "brightness and position all drawn; Gaussian PSF; fixed exposure)",
+}
+
+
 def sr_attrs(cfg: Mapping[str, Any], lens_model: str, noise_variant: str, hr_psf: bool = True) -> dict[str, Any]:
-    """Root attributes of a super-resolution dataset (``cfg`` = ``simulate.sr``)."""
+    """Root attributes of a super-resolution dataset (``cfg``: :func:`sourcelens.config.sr_set_config`)."""
     factor = int(cfg["factor"])
     lr_pix, lr_scale = int(cfg["low_res_num_pix"]), float(cfg["low_res_pixel_scale_arcsec"])
     ss = int(cfg.get("supersampling", 1))
+    name, preset = cfg.get("set", ""), cfg.get("preset", "")
+    source = cfg.get("source", "sersic")
+    what = SR_PRESET_DESCRIPTIONS.get(preset, f"preset {preset}")
+    if source == "stamps":
+        what = f"{what}; sources: the project's galaxy stamps (kinds in the table), not Sérsic profiles"
+    priors = dict(cfg.get("priors", {}))
+    theta_spec = priors.get("theta_E")
+    priors["theta_E"] = resolve_theta_E(theta_spec)
+    noise = {"noiseless": {}, "poisson": {"model": "additive", "poisson": True, "background_rms": 0.0,
+                                          "exposure_time_s": cfg.get("noise", {}).get("exposure_time_s")},
+             "noisy": dict(cfg.get("noise", {}))}.get(noise_variant, {})
     return {
-        "description": f"Super-resolution pairs (study 001, DeepLenseSim Model_I-like), lenstronomy {lens_model}, "
+        "description": f"Super-resolution pairs (study 001), set '{name}' ({what}), lenstronomy {lens_model}, "
                        f"{noise_variant} low-resolution images",
+        "sr_set": name,
+        "preset": preset,
         "simulator": "lenstronomy",
         "lens_model": lens_model,
         "lens_model_list": [lens_model],
         "lens_parameters": list(LENS_PARAMETERS),
         "noise_variant": noise_variant,
-        "source": cfg.get("source", "sersic"),
+        "source": source,
+        "priors": priors,
+        "theta_E_from": theta_spec if isinstance(theta_spec, Mapping) else "prior",
         "factor": factor,
         "low_res_num_pix": lr_pix,
         "low_res_pixel_scale_arcsec": lr_scale,
@@ -736,9 +891,9 @@ def sr_attrs(cfg: Mapping[str, Any], lens_model: str, noise_variant: str, hr_psf
         "high_res_pixel_scale_arcsec": lr_scale / factor,
         "field_of_view_arcsec": lr_pix * lr_scale,
         "supersampling": ss,
-        "low_res_supersampling": ss * factor,
+        "low_res_supersampling": int(cfg.get("low_res_supersampling") or ss * factor),
         "psf": _psf_description(cfg.get("psf", {})),
-        "noise": dict(cfg.get("noise", {})) if noise_variant == "noisy" else {},
+        "noise": noise,
         "magnitude_zero_point": float(cfg["magnitude_zero_point"]),
         "units": UNITS,
         "coordinates": COORDINATES,
@@ -754,7 +909,8 @@ def sr_attrs(cfg: Mapping[str, Any], lens_model: str, noise_variant: str, hr_psf
 def sr_array_attrs(hr_psf: bool = True) -> dict[str, dict[str, str]]:
     """Per-array ``units``/``description`` attributes of a super-resolution dataset."""
     return {
-        "low_res": {"units": UNITS, "description": "low-resolution lensed image, PSF-convolved (noisy for 'noisy')"},
+        "low_res": {"units": UNITS, "description": "low-resolution lensed image, PSF-convolved (with noise for the "
+                    "'noisy' and 'poisson' variants)"},
         "low_res_noiseless": {"units": UNITS, "description": "low-resolution lensed image, PSF-convolved, no noise"},
         "high_res": {"units": UNITS, "description": "high-resolution lensed image, no noise"
                      + (", PSF-convolved" if hr_psf else ", no PSF")},

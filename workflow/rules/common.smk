@@ -2,9 +2,11 @@
 # The config was checked (schema and cross-key rules) by sourcelens.config.check_config in the Snakefile.
 import math
 
+from sourcelens.config import sr_set_config
 from sourcelens.names import SPLITS
 
 PAIR_LENSES = config["simulate"]["pairs"]["lens_models"]
+SR_SETS = list(config["simulate"]["sr"]["sets"])  # named super-resolution sets (presets + overrides)
 SR_LENSES = config["simulate"]["sr"]["lens_models"]
 SR_NOISE = config["simulate"]["sr"]["noise_variants"]
 SHARD_SIZE = config["simulate"]["shard_size"]
@@ -14,7 +16,8 @@ wildcard_constraints:
     split="|".join(SPLITS),
     shard=r"\d+",
     lens=r"[A-Z]+",
-    noise="noiseless|noisy",
+    noise="|".join(SR_NOISE),
+    set="|".join(SR_SETS),
 
 
 def n_shards(n_samples):
@@ -35,11 +38,21 @@ def pair_shards(wildcards):
     )
 
 
+def sr_set(name):
+    """The full config of super-resolution set `name`: its preset with the set's overrides (sourcelens.config)."""
+    return sr_set_config(config["simulate"]["sr"], name)
+
+
+def sr_n_samples(name, split):
+    """Pairs of super-resolution set `name` in `split`."""
+    return sr_set(name)["n_samples"][split]
+
+
 def sr_shards(wildcards):
-    n = config["simulate"]["sr"]["n_samples"][wildcards.split]
+    n = sr_n_samples(wildcards.set, wildcards.split)
     return expand(
-        "results/data/sr/{lens}_{noise}/{split}/shard_{shard}.h5",
-        lens=wildcards.lens, noise=wildcards.noise, split=wildcards.split,
+        "results/data/sr/{set}/{lens}_{noise}/{split}/shard_{shard}.h5",
+        set=wildcards.set, lens=wildcards.lens, noise=wildcards.noise, split=wildcards.split,
         shard=range(n_shards(n)),
     )
 
@@ -47,7 +60,9 @@ def sr_shards(wildcards):
 def all_targets():
     return (
         expand("results/data/pairs_{lens}_{split}.h5", lens=PAIR_LENSES, split=SPLITS)
-        + expand("results/data/sr_{lens}_{noise}_{split}.h5", lens=SR_LENSES, noise=SR_NOISE, split=SPLITS)
+        + expand(
+            "results/data/sr_{set}_{lens}_{noise}_{split}.h5", set=SR_SETS, lens=SR_LENSES, noise=SR_NOISE, split=SPLITS
+        )
         + [
             "results/tables/filter_table.csv",
             "results/figures/filter_table.png",
@@ -70,5 +85,5 @@ def all_targets():
         ]
         + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)
-        + expand("results/figures/sr_examples_{lens}_{noise}.png", lens=SR_LENSES, noise=SR_NOISE)
+        + expand("results/figures/sr_examples_{set}_{lens}_{noise}.png", set=SR_SETS, lens=SR_LENSES, noise=SR_NOISE)
     )

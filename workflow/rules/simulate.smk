@@ -42,16 +42,16 @@ rule simulate_sr:
     input:
         "results/data/stamps_{split}.h5",
     output:
-        temp("results/data/sr/{lens}_{noise}/{split}/shard_{shard}.h5"),
+        temp("results/data/sr/{set}/{lens}_{noise}/{split}/shard_{shard}.h5"),
     params:
-        sr=config["simulate"]["sr"],
+        sr=lambda wc: sr_set(wc.set),
         source_kinds=config["simulate"]["source_kinds"],
-        n=lambda wc: shard_count(config["simulate"]["sr"]["n_samples"][wc.split], wc.shard),
+        n=lambda wc: shard_count(sr_n_samples(wc.set, wc.split), wc.shard),
         seed=config["seed"],
     log:
-        "logs/simulate_sr/{lens}_{noise}_{split}_{shard}.log",
+        "logs/simulate_sr/{set}_{lens}_{noise}_{split}_{shard}.log",
     benchmark:
-        "benchmarks/simulate_sr/{lens}_{noise}_{split}_{shard}.tsv"
+        "benchmarks/simulate_sr/{set}_{lens}_{noise}_{split}_{shard}.tsv"
     conda:
         "../../envs/sourcelens.yaml"
     script:
@@ -63,11 +63,11 @@ rule gather_sr:
     input:
         sr_shards,
     output:
-        "results/data/sr_{lens}_{noise}_{split}.h5",
+        "results/data/sr_{set}_{lens}_{noise}_{split}.h5",
     log:
-        "logs/gather_sr/{lens}_{noise}_{split}.log",
+        "logs/gather_sr/{set}_{lens}_{noise}_{split}.log",
     benchmark:
-        "benchmarks/gather_sr/{lens}_{noise}_{split}.tsv"
+        "benchmarks/gather_sr/{set}_{lens}_{noise}_{split}.tsv"
     conda:
         "../../envs/sourcelens.yaml"
     script:
@@ -121,20 +121,20 @@ rule plot_lens_params:
 rule plot_sr_examples:
     localrule: True
     input:
-        "results/data/sr_{lens}_{noise}_test.h5",
+        "results/data/sr_{set}_{lens}_{noise}_test.h5",
     output:
         report(
-            "results/figures/sr_examples_{lens}_{noise}.png",
+            "results/figures/sr_examples_{set}_{lens}_{noise}.png",
             caption="../report/sr_examples.rst",
             category="Super-resolution data",
-            subcategory="{lens} {noise}",
+            subcategory="{set}: {lens} {noise}",
         ),
     params:
         n_examples=config["figures"]["n_examples"],
     log:
-        "logs/figures/sr_examples_{lens}_{noise}.log",
+        "logs/figures/sr_examples_{set}_{lens}_{noise}.log",
     benchmark:
-        "benchmarks/figures/sr_examples_{lens}_{noise}.tsv"
+        "benchmarks/figures/sr_examples_{set}_{lens}_{noise}.tsv"
     conda:
         "../../envs/sourcelens.yaml"
     script:

@@ -76,24 +76,37 @@ def backward_source(images: np.ndarray, lens_model: str, params: np.ndarray, pix
     return out
 
 
-def _ring_sigma(image: np.ndarray) -> float:
-    """Robust noise σ of a noisy truth from its outer ring (beyond 3/4 of the half-size)."""
-    n = image.shape[-1]
-    y, x = np.mgrid[:n, :n]
-    ring = image[np.hypot(y - (n - 1) / 2, x - (n - 1) / 2) > 0.375 * n]
+def _ring_sigma(image: np.ndarray, taper_fraction: float = 0.0) -> float:
+    """Robust noise σ of a noisy truth (a real stamp resampled onto the source grid): the MAD of the stamp's
+    footprint (its non-zero pixels' bounding box; the grid may be larger than the stamp) beyond 0.3 of its side
+    from the centre and inside the untapered part (``taper_fraction`` of the side at each edge)."""
+    nonzero = np.flatnonzero(np.any(image != 0, axis=0)), np.flatnonzero(np.any(image != 0, axis=1))
+    if not (nonzero[0].size and nonzero[1].size):
+        return 0.0
+    (c0, c1), (r0, r1) = (nonzero[0][[0, -1]]), (nonzero[1][[0, -1]])
+    box = image[r0:r1 + 1, c0:c1 + 1]
+    side = min(box.shape)
+    y, x = np.mgrid[:box.shape[0], :box.shape[1]]
+    dy, dx = y - (box.shape[0] - 1) / 2, x - (box.shape[1] - 1) / 2
+    inner = (0.5 - float(taper_fraction)) * side
+    ring = box[(np.hypot(dy, dx) > 0.3 * side) & (np.abs(dx) < inner) & (np.abs(dy) < inner)]
+    if ring.size < 16:
+        return 0.0
     return float(1.4826 * np.median(np.abs(ring - np.median(ring))))
 
 
 def delensing_metrics(truth: np.ndarray, estimate: np.ndarray, *, noisy_truth: bool = False,
-                      rng: np.random.Generator | None = None, ceiling_draws: int = 8) -> dict[str, float]:
+                      rng: np.random.Generator | None = None, ceiling_draws: int = 8,
+                      taper_fraction: float = 0.0) -> dict[str, float]:
     """Study-convention metrics of one peak-normalised ``estimate`` against the peak-normalised ``truth``; with a
-    ``noisy_truth`` (a real galaxy) also its SSIM noise ceiling and SSIM / ceiling."""
+    ``noisy_truth`` (a real galaxy; its stamp edge-tapered by ``taper_fraction``) also its SSIM noise ceiling and
+    SSIM / ceiling."""
     err = float(np.mean((estimate - truth) ** 2))
     out = {"mse": err, "ssim": ssim(truth, estimate, data_range=1.0),
            "psnr": 10 * math.log10(1.0 / err) if err > 0 else math.inf,
            "ssim_ceiling": math.nan, "ssim_fraction": math.nan}
     if noisy_truth and rng is not None:
-        sigma = _ring_sigma(truth)
+        sigma = _ring_sigma(truth, taper_fraction)
         if sigma > 0:
             rho = stamp_noise_correlation(truth, estimate, sigma)
             out["ssim_ceiling"] = ssim_noise_ceiling(estimate, sigma, rng, ceiling_draws, rho, data_range=1.0)
@@ -129,6 +142,7 @@ def evaluate_delensing(pairs_path: str | Path, cnn=None, unet=None, *, n_pairs: 
     attrs = read_attrs(pairs_path)
     lens_model, pixel_scale = str(attrs["lens_model"]), float(attrs["pixel_scale_arcsec"])
     grid_scale = float(attrs["source_grid_pixel_scale_arcsec"])
+    taper = float(attrs.get("source_taper_fraction", 0.0))
     total = len(read_dataset(pairs_path, names=("lens_params",))[1])
     rows = np.arange(total) if n_pairs is None else evenly_spaced_rows(total, int(n_pairs))
     arrays, meta = read_dataset(pairs_path, index=rows)
@@ -157,7 +171,7 @@ def evaluate_delensing(pairs_path: str | Path, cnn=None, unet=None, *, n_pairs: 
             record = {"source_id": str(meta["source_id"].iloc[i]), "kind": kinds[i], "snr": float(snr[i]),
                       "theta_E": float(meta["theta_E"].iloc[i]), "method": method}
             record.update(delensing_metrics(truth[i], images[i], noisy_truth=kinds[i] in REAL_KINDS, rng=rng,
-                                            ceiling_draws=ceiling_draws))
+                                            ceiling_draws=ceiling_draws, taper_fraction=taper))
             records.append(record)
     per_pair = pd.DataFrame(records)
     return DelensingResult(per_pair, delensing_summary(per_pair), truth, estimates, rows, lensed, grid_scale,
