@@ -37,6 +37,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/vae.smk"
 include: "workflow/rules/cnn_unet.smk"
+include: "workflow/rules/sr.smk"
 
 
 rule all:

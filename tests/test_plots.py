@@ -608,7 +608,7 @@ def test_script_sr_without_pixel_scales(tmp_path, rng):
     meta = pd.DataFrame({"source_id": [f"s{i}" for i in range(n)]})
     write_dataset(tmp_path / "sr_SIS_noisy_test.h5", arrays, meta, kind="sr")  # no pixel-scale attrs
     _run_script("plot_sr_examples", tmp_path, [tmp_path / "sr_SIS_noisy_test.h5"], tmp_path / "sr.png",
-                {"n_examples": 2}, {"lens": "SIS", "noise": "noisy"})
+                {"n_examples": 2}, {"set": "broad", "lens": "SIS", "noise": "noisy"})
 
 
 def test_script_lensing_demo(tmp_path):

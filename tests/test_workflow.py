@@ -118,6 +118,7 @@ def test_tiny_end_to_end(tmp_path):
     assert list((tmp_path / "logs").rglob("*.log")) and list((tmp_path / "benchmarks").rglob("*.tsv"))
     _check_vae_and_fits(results, tiny)
     _check_cnn_unet(results, tiny)
+    _check_sr(results, tiny)
     # shard files were temporary
     assert not list((results / "data" / "pairs").rglob("shard_*.h5"))
 
@@ -256,6 +257,46 @@ def _check_cnn_unet(results: Path, tiny: dict) -> None:
                  "delensing_vs_snr", "cnn_learning_curve", "unet_learning_curve"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000, name
     _check_provenance(results / "tables" / "delensing.csv", tiny)
+
+
+def _check_sr(results: Path, tiny: dict) -> None:
+    """Studies 001 and 004's outputs of the tiny run: a model per trained method (and PISR ablation variant),
+    set, lens and noise; every method on the same test images; the summary beside study 001's rows; figures."""
+    import pandas as pd
+
+    from sourcelens.models.sr import load_sr_model
+    from sourcelens.names import PISR_ABLATION, SOURCE_KINDS, SR_METHODS
+
+    sr, sims = tiny["super_resolution"], tiny["simulate"]["sr"]
+    assert set(sr["methods"]) == set(SR_METHODS) and sr["pisr_ablation"]
+    n_test = sims["n_samples"]["test"]
+    table = pd.read_csv(results / "tables" / "super_resolution.csv")
+    ours = table[table["origin"] == "sourcelens"]
+    assert list(pd.unique(ours["set"])) == sr["sets"]
+    assert (table["origin"] == "study 001").sum() == 8
+    for name in sr["sets"]:
+        for lens in sims["lens_models"]:
+            for noise in sims["noise_variants"]:
+                for method in [*SR_METHODS[1:], *PISR_ABLATION]:
+                    model, kind = load_sr_model(results / "models" / "sr" / f"{name}_{lens}_{noise}" / f"{method}.pt")
+                    assert kind == ("pisr" if method in PISR_ABLATION else method)
+                    assert model.provenance["rule"] == "train_sr"
+        per = pd.read_csv(results / "metrics" / f"super_resolution_{name}.csv")
+        assert set(per["method"]) == set(SR_METHODS) | set(PISR_ABLATION)
+        assert all(sorted(v) == list(range(n_test)) for v in per.groupby("method")["index"].apply(list))
+        assert per["ssim"].between(-1, 1).all() and (per["mse"] >= 0).all()
+        has_source = per["method"].isin(["lenssr_no_source", "pisr", *PISR_ABLATION])
+        assert per.loc[has_source, "source_ssim"].notna().all() and per.loc[~has_source, "source_ssim"].isna().all()
+        rows = ours[ours["set"] == name]
+        assert set(rows[rows["kind"] == "all"]["method"]) == set(SR_METHODS)
+        kinds = list(pd.unique(rows["kind"]))
+        assert kinds[-1] == "all" and kinds[:-1] == sorted(kinds[:-1], key=lambda k: (
+            SOURCE_KINDS.index(k) if k in SOURCE_KINDS else len(SOURCE_KINDS), k))
+        for figure in ("sr_noise_limit", "sr_methods"):
+            assert (results / "figures" / f"{figure}_{name}.png").stat().st_size > 10_000, (figure, name)
+    ablation = pd.read_csv(results / "tables" / "super_resolution_pisr_ablation.csv")
+    assert list(pd.unique(ablation["loss"])) == [label for label, _ in PISR_ABLATION.values()]
+    _check_provenance(results / "tables" / "super_resolution.csv", tiny)
 
 
 def _check_provenance(table: Path, tiny: dict) -> None:

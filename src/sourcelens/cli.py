@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .names import SR_LENS_USE  # how each super-resolution method uses a lens
+
 DEFAULT_CHECKPOINTS = "results/checkpoints/*"   # the training caches (sourcelens.train checkpoint folders)
 
 
@@ -627,10 +629,6 @@ def _run_delens(args) -> int:
 # --------------------------------------------------------------------------------------------
 # sourcelens super-resolve: studies 001 and 004's networks on users' lensed images (FITS)
 # --------------------------------------------------------------------------------------------
-#: How each super-resolution method uses a lens: "needed" (PISR: its operator), "source" (LensSR without
-#: source: the image network needs none, the source network sees i∘β), "unused".
-SR_LENS_USE = {"bicubic": "unused", "supervised": "unused", "lenssr_with_source": "unused",
-               "lenssr_no_source": "source", "pisr": "needed"}
 #: The lens parameters of a lens file per lens model (those of sourcelens.simulate.lens_kwargs); centres default 0.
 LENS_FILE_KEYS = {"SIS": ("theta_E", "center_x", "center_y"), "SIE": ("theta_E", "e1", "e2", "center_x", "center_y"),
                   "EPL": ("theta_E", "gamma", "e1", "e2", "center_x", "center_y")}
@@ -673,35 +671,11 @@ def _add_super_resolve_parser(sub) -> None:
 
 
 def _load_sr_model(path: Path):
-    """A super-resolution model file (SISR, LensSR without source, PISR: whichever format it holds) and its
-    method; errors name the file."""
-    import re
+    """A super-resolution model file and its method (:func:`sourcelens.models.sr.load_sr_model`); errors name
+    the file."""
+    from .models.sr import load_sr_model
 
-    from .models.lenssr import load_lenssr
-    from .models.pisr import load_pisr
-    from .models.sisr import load_sisr
-
-    def load(p: Path):
-        found = None
-        for loader in (load_sisr, load_lenssr, load_pisr):
-            try:
-                return loader(p)
-            except ValueError as err:
-                match = re.search(r"\(format (.*?), expected", str(err))
-                if match is None:       # damaged, or the weights do not fit: not a question of format
-                    raise
-                found = match.group(1)
-        raise ValueError(f"'{p}' is not a sourcelens super-resolution model file (SISR, LensSR or PISR; format "
-                         f"{found})")
-
-    model = _load_network(path, load)
-    kind = type(model).__name__
-    if kind == "PISR":
-        return model, "pisr"
-    if kind == "LensSRNoSource":
-        return model, "lenssr_no_source"
-    method = (model.extra or {}).get("method", "supervised")
-    return model, method if method in ("supervised", "lenssr_with_source") else "supervised"
+    return _load_network(path, load_sr_model)
 
 
 def _sr_grid(args, model) -> dict[str, Any]:
@@ -817,7 +791,7 @@ def _sr_lenses(args, method: str, grid: dict[str, Any], n_images: int):
 
 def _run_super_resolve(args) -> int:
     """``sourcelens super-resolve``: super-resolved images (and sources) of a FITS image or cube."""
-    from .models.sisr import bicubic_super_resolve, super_resolve
+    from .models.sr import run_super_resolution
 
     _check_lens_output(args, FITS_SUFFIXES)
     if args.model is None and args.method != "bicubic":
@@ -830,21 +804,8 @@ def _run_super_resolve(args) -> int:
     images, single, _ = _read_stamps(args.input, grid["num_pix"], hdu=args.hdu, hint=SR_SIZE_HINT)
     grid["num_pix"] = images.shape[1]
     lenses = _sr_lenses(args, method, grid, len(images))
-    sources = None
-    if method == "bicubic":
-        out = bicubic_super_resolve(images, grid["factor"])
-    elif method == "pisr":
-        from .models.pisr import pisr_super_resolve
-
-        out, sources = pisr_super_resolve(model, lenses, images, batch_size=args.batch_size)
-    elif method == "lenssr_no_source":
-        from .models.lenssr import lenssr_super_resolve
-
-        out, sources = lenssr_super_resolve(model, images, lenses, batch_size=args.batch_size)
-    else:
-        import torch
-
-        out = super_resolve(model, images, batch_size=args.batch_size, device=torch.device("cpu"))
+    out, sources = run_super_resolution(method, model, images, lenses, factor=grid["factor"],
+                                        batch_size=args.batch_size)
     _write_fits(args.output, out[0] if single else out, _sr_cards(args, method, grid, out.shape[-1]),
                 None if sources is None else _source_hdu(sources[0] if single else sources, grid))
     extra = " and their sources (HDU SOURCE)" if sources is not None else ""

@@ -66,7 +66,8 @@ def check_config(config: Mapping[str, Any]) -> dict:
     split fractions summing to 1; a COSMOS catalogue (shipped sample or directory) where ``cosmos`` or
     ``cosmos_fit`` galaxies are asked for; lensed source kinds that the sources provide; a stamp size the VAE can halve once per width (``vae.widths``); shapelet orders the
     stamp can resolve (``fit.shapelet_n_max``); each super-resolution set merged over its preset
-    (:func:`sr_set_config`). The Snakefile and ``sourcelens check-config`` both call
+    (:func:`sr_set_config`); the sets, lens models and noise variants of ``super_resolution`` among those
+    simulated (null: all of them, filled in). The Snakefile and ``sourcelens check-config`` both call
     it. Raises :class:`ConfigError` naming every offending key.
     """
     cfg = validate_config(dict(config))
@@ -127,6 +128,7 @@ def check_config(config: Mapping[str, Any]) -> dict:
             f"config keys 'fit/shapelet_n_max' and 'stamps/size': shapelet orders {too_fine} are finer than a "
             f"{size}-pixel stamp resolves (n_max + 1 must be at most 2/3 of the stamp size)")
     problems += _sr_set_problems(cfg["simulate"]["sr"])
+    problems += _super_resolution_problems(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return cfg
@@ -198,6 +200,41 @@ def _sr_set_problems(sr_cfg: Mapping[str, Any]) -> list[str]:
             if not pm.get("z_source", 0) > pm.get("z_lens", 0):
                 problems.append(f"config key '{where}/priors/theta_E/point_mass': z_source must exceed z_lens")
     return problems
+
+
+def _super_resolution_problems(cfg: dict) -> list[str]:
+    """``super_resolution``'s sets, lens models and noise variants among those of ``simulate.sr`` (null: all of
+    them, filled in ``cfg``); the PISR ablation's TV term non-zero."""
+    sr, block = cfg["simulate"]["sr"], cfg["super_resolution"]
+    problems = []
+    for key, available in (("sets", list(sr["sets"])), ("lens_models", sr["lens_models"]),
+                           ("noise_variants", sr["noise_variants"])):
+        if block[key] is None:
+            block[key] = list(available)
+            continue
+        missing = [v for v in block[key] if v not in available]
+        if missing:
+            problems.append(f"config keys 'super_resolution/{key}' and 'simulate/sr/{key}': {missing} "
+                            f"{'is' if len(missing) == 1 else 'are'} not simulated (simulated: {list(available)})")
+    if block["pisr_ablation"] and not block["pisr"]["tv_weight"] > 0:
+        problems.append("config keys 'super_resolution/pisr_ablation' and 'super_resolution/pisr/tv_weight': the "
+                        "ablation adds the TV term of weight tv_weight, which must then be > 0")
+    return problems
+
+
+def sr_method_config(sr_cfg: Mapping[str, Any], name: str) -> tuple[str, dict]:
+    """The training method and settings of ``name`` — a trained super-resolution method (supervised,
+    lenssr_with_source, lenssr_no_source, pisr) or a PISR ablation variant (:data:`sourcelens.names.PISR_ABLATION`)
+    — from the config's ``super_resolution`` block ``sr_cfg``: its ``<method>`` block, or a variant's overrides
+    over ``pisr``."""
+    from .names import PISR_ABLATION, SR_METHODS
+
+    if name in PISR_ABLATION:
+        return "pisr", deep_update(copy.deepcopy(dict(sr_cfg.get("pisr") or {})), PISR_ABLATION[name][1])
+    if name not in SR_METHODS or name == "bicubic":
+        raise ConfigError(f"unknown trained super-resolution method {name!r}; expected one of {SR_METHODS[1:]} or a "
+                          f"PISR ablation variant {tuple(PISR_ABLATION)}")
+    return name, copy.deepcopy(dict(sr_cfg.get(name) or {}))
 
 
 def default_lensed_kinds(kinds: Sequence[str]) -> list[str]:

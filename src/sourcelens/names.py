@@ -27,4 +27,25 @@ SOURCE_KIND_LABELS: dict[str, str] = {
     "xdf": "XDF (morphology only)",
 }
 
-__all__ = ["LENS_PARAMETERS", "SOURCE_KINDS", "SOURCE_KIND_LABELS", "SPLITS"]
+#: Super-resolution methods (studies 001 and 004), in the order of every table and figure: bicubic upsampling
+#: (no training), the supervised SISR (the upper reference, trained on the truth), LensSR with and without
+#: source (study 001), PISR (study 004, unsupervised).
+SR_METHODS: tuple[str, ...] = ("bicubic", "supervised", "lenssr_with_source", "lenssr_no_source", "pisr")
+
+#: How each super-resolution method uses a lens: "needed" (PISR: its operator), "source" (LensSR without
+#: source: the image network needs none, the source network sees i∘β), "unused".
+SR_LENS_USE: dict[str, str] = {"bicubic": "unused", "supervised": "unused", "lenssr_with_source": "unused",
+                               "lenssr_no_source": "source", "pisr": "needed"}
+
+#: The PISR ablation of study 004's loss terms, added one by one: variant name → (label, settings over the
+#: config's ``super_resolution.pisr`` block; "+ TV" keeps its ``tv_weight``), trained as method ``pisr``
+#: (:func:`sourcelens.train.sr.sr_method_config`).
+PISR_ABLATION: dict[str, tuple[str, dict]] = {
+    "pisr_chi2": ("χ² alone", {"tv_weight": 0.0, "mask": False, "magnification": False}),
+    "pisr_tv": ("+ TV", {"mask": False, "magnification": False}),
+    "pisr_tv_mask": ("+ convergence mask", {"mask": True, "magnification": False}),
+    "pisr_tv_mask_magnification": ("+ magnification weighting", {"mask": True, "magnification": True}),
+}
+
+__all__ = ["LENS_PARAMETERS", "SOURCE_KINDS", "SOURCE_KIND_LABELS", "SPLITS", "SR_METHODS", "SR_LENS_USE",
+           "PISR_ABLATION"]

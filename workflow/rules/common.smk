@@ -2,14 +2,19 @@
 # The config was checked (schema and cross-key rules) by sourcelens.config.check_config in the Snakefile.
 import math
 
-from sourcelens.config import sr_set_config
-from sourcelens.names import SPLITS
+from sourcelens.config import sr_method_config, sr_set_config
+from sourcelens.names import PISR_ABLATION, SPLITS
 
 PAIR_LENSES = config["simulate"]["pairs"]["lens_models"]
 SR_SETS = list(config["simulate"]["sr"]["sets"])  # named super-resolution sets (presets + overrides)
 SR_LENSES = config["simulate"]["sr"]["lens_models"]
 SR_NOISE = config["simulate"]["sr"]["noise_variants"]
 SHARD_SIZE = config["simulate"]["shard_size"]
+# super-resolution (studies 001 and 004): what is trained and evaluated (check_config filled the null lists)
+SR = config["super_resolution"]
+SR_EVAL_SETS, SR_EVAL_LENSES, SR_EVAL_NOISE = SR["sets"], SR["lens_models"], SR["noise_variants"]
+SR_ABLATION = list(PISR_ABLATION) if SR["pisr_ablation"] else []
+SR_TRAINED = [m for m in SR["methods"] if m != "bicubic"] + SR_ABLATION  # bicubic needs no training
 
 
 wildcard_constraints:
@@ -57,6 +62,29 @@ def sr_shards(wildcards):
     )
 
 
+def sr_model(method, set, lens, noise):
+    """The model file of a trained super-resolution method (or PISR ablation variant) on one set, lens and noise."""
+    return f"results/models/sr/{set}_{lens}_{noise}/{method}.pt"
+
+
+def sr_evaluation_tests(wildcards):
+    """The test files evaluate_sr reads for a set: {"lens/noise": path}."""
+    return {f"{lens}/{noise}": f"results/data/sr_{wildcards.set}_{lens}_{noise}_test.h5"
+            for lens in SR_EVAL_LENSES for noise in SR_EVAL_NOISE}
+
+
+def sr_evaluation_models(wildcards):
+    """The models evaluate_sr applies for a set: {method: {"lens/noise": path}} (bicubic: none)."""
+    return {method: {f"{lens}/{noise}": (None if method == "bicubic" else sr_model(method, wildcards.set, lens, noise))
+                     for lens in SR_EVAL_LENSES for noise in SR_EVAL_NOISE}
+            for method in SR["methods"] + SR_ABLATION}
+
+
+def sr_evaluation_inputs(wildcards):
+    return list(sr_evaluation_tests(wildcards).values()) + [
+        path for files in sr_evaluation_models(wildcards).values() for path in files.values() if path is not None]
+
+
 def all_targets():
     return (
         expand("results/data/pairs_{lens}_{split}.h5", lens=PAIR_LENSES, split=SPLITS)
@@ -86,4 +114,7 @@ def all_targets():
         + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/sr_examples_{set}_{lens}_{noise}.png", set=SR_SETS, lens=SR_LENSES, noise=SR_NOISE)
+        + ["results/tables/super_resolution.csv"]
+        + (["results/tables/super_resolution_pisr_ablation.csv"] if SR_ABLATION else [])
+        + expand("results/figures/sr_{figure}_{set}.png", figure=("noise_limit", "methods"), set=SR_EVAL_SETS)
     )

@@ -9,10 +9,12 @@
 - :mod:`.fits`: galaxy fits, unlensed and lensed;
 - :mod:`.cnn`: the lens-parameter CNN: predicted vs true, residuals vs S/N and theta_E, calibration;
 - :mod:`.delensing`: delensing examples per method, U-Net examples, metrics vs S/N and theta_E;
+- :mod:`.super_resolution`: super-resolution (studies 001 and 004): every method against the S/N, examples
+  with residuals;
 - :mod:`.lensing`: lens models, magnification maps, backward mapping (loaded on first use: it
   imports torch).
 
-The coming studies add ``sr.py`` (super-resolution) and ``deblend.py`` here, built on :mod:`.style`.
+The coming studies add ``deblend.py`` here, built on :mod:`.style`.
 
 Conventions: every function takes plain arrays or tables and returns a
 :class:`matplotlib.figure.Figure` built without pyplot (no GUI backend, no global figure state;
@@ -35,6 +37,7 @@ from .delensing import delensing_examples, delensing_vs_snr, unet_examples
 from .fits import fit_comparison, fit_comparison_lensed
 from .simulations import example_labels, format_lens_params, lens_parameter_histograms, pair_examples, sr_examples
 from .style import asinh_norm, asinh_ticks
+from .super_resolution import sr_method_examples, sr_noise_limit
 from .training import learning_curve
 from .vae import image_gallery, latent_interpolation, vae_reconstructions
 
@@ -49,6 +52,7 @@ __all__ = [
     "fit_comparison", "fit_comparison_lensed",
     "cnn_predictions", "cnn_residuals", "cnn_calibration",
     "delensing_examples", "unet_examples", "delensing_vs_snr",
+    "sr_noise_limit", "sr_method_examples",
     *_LENSING,
 ]
 

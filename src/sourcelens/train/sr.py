@@ -22,7 +22,10 @@ distinct lens of the training and validation sets once (:class:`~sourcelens.lens
 precompute ``i∘β`` and the χ² weights. The SISR methods train on a random dihedral copy of each pair per batch
 (``augment``); the physics methods do not (their operators belong to the unturned lens).
 
-Settings: :data:`DEFAULTS` filled by :func:`sr_settings` (the config schema has no section for them yet).
+Settings: the config's ``super_resolution.<method>`` blocks (their schema defaults are :data:`DEFAULTS`),
+filled by :func:`sr_settings`. The PISR ablation (:data:`sourcelens.names.PISR_ABLATION`) trains PISR with its
+loss terms added one by one; :func:`sourcelens.config.sr_method_config` gives the method and settings of a method
+or ablation variant name.
 Logged per epoch: ``train_loss``, ``val_loss`` (the stage's loss on the validation set — for the unsupervised
 methods, without the truth), ``val_mse`` (normalised units, against the stage's target: the truth for
 ``supervised``, the Sérsic for ``lenssr_with_source``, the data for the physics methods) and ``lr``.
@@ -77,6 +80,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
              "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "chi2", "epochs": 20}]},
 }
 """Default settings per method (``checkpoint_dir`` defaults to ``results/checkpoints/sr_{method}``)."""
+
 
 __all__ = ["SR_METHODS", "SR_LOSSES", "METRIC_COLUMNS", "DEFAULTS", "SISRModule", "LensSRModule", "PISRModule",
            "sr_settings", "load_sr_set", "train_sisr", "train_lenssr", "train_pisr", "train_sr"]
