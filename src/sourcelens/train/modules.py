@@ -1,14 +1,16 @@
 """What the LightningModules of the project share: Adam with the learning rate halved on a validation plateau,
-and the per-epoch logging of the training loss and learning rate."""
+the per-epoch logging of the training loss and learning rate, and the steps of an image-to-image network."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
 
+from ..augment import random_dihedral_batch
+
 LR_FACTOR = 0.5
 
-__all__ = ["LR_FACTOR", "AdamPlateauModule"]
+__all__ = ["LR_FACTOR", "AdamPlateauModule", "ImageToImageModule"]
 
 
 class AdamPlateauModule(L.LightningModule):
@@ -30,3 +32,29 @@ class AdamPlateauModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=LR_FACTOR,
                                                            patience=self.lr_patience)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+
+
+class ImageToImageModule(AdamPlateauModule):
+    """Steps of a network trained on (input image, target image) batches: subclasses define
+    ``compute_loss(x, target)`` returning ``loss`` and other metrics, and set ``augment``: training batches are
+    then random dihedral copies (input and target turned alike); validation logs ``val_loss`` and ``val_{name}``
+    of every other metric."""
+
+    augment: bool = True
+
+    def training_step(self, batch, batch_idx):
+        x, target = batch
+        if self.augment:
+            x, target, _ = random_dihedral_batch(x, targets=target)
+        out = self.compute_loss(x, target)
+        self.log_train(out["loss"], x.shape[0])
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        x, target = batch
+        out = self.compute_loss(x, target)
+        n = x.shape[0]
+        self.log("val_loss", out["loss"], on_epoch=True, prog_bar=True, batch_size=n)
+        for name, value in out.items():
+            if name != "loss":
+                self.log(f"val_{name}", value, on_epoch=True, batch_size=n)

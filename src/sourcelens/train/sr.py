@@ -48,7 +48,6 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from ..augment import random_dihedral_batch
 from ..io import read_attrs, read_dataset, write_table
 from ..lensing.superres import SRGeometry, SRLens, SRLensCache, block_mean
 from ..models.common import lensed_image_scale
@@ -56,7 +55,7 @@ from ..models.lenssr import LensSRNoSource, lenssr_no_source_loss, save_lenssr, 
 from ..models.pisr import PISR, pisr_forward, pisr_loss, save_pisr
 from ..models.sisr import SISR, save_sisr, upsample_bicubic
 from .determinism import derived_seed
-from .modules import AdamPlateauModule
+from .modules import AdamPlateauModule, ImageToImageModule
 from .staged import resolve_accelerator, train_stages
 
 log = logging.getLogger("sourcelens.train")
@@ -111,7 +110,7 @@ def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
-class SISRModule(AdamPlateauModule):
+class SISRModule(ImageToImageModule):
     """An :class:`SISR` with the loss of one stage: ``bicubic`` (target: bicubic upsampling of the input) or
     ``mse`` (target: the batch's high-resolution image). Batches: (images (B, 1, n, n), targets
     (B, 1, fn, fn)), normalised units."""
@@ -128,20 +127,6 @@ class SISRModule(AdamPlateauModule):
         goal = upsample_bicubic(x, self.model.factor) if self.loss_kind == "bicubic" else target
         loss = _mse(pred, goal)
         return {"loss": loss, "mse": _mse(pred, target) if self.loss_kind == "mse" else loss}
-
-    def training_step(self, batch, batch_idx):
-        x, target = batch
-        if self.augment:
-            x, target, _ = random_dihedral_batch(x, targets=target)
-        out = self.compute_loss(x, target)
-        self.log_train(out["loss"], x.shape[0])
-        return out["loss"]
-
-    def validation_step(self, batch, batch_idx):
-        out = self.compute_loss(*batch)
-        n = batch[0].shape[0]
-        self.log("val_loss", out["loss"], on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("val_mse", out["mse"], on_epoch=True, batch_size=n)
 
 
 class _PhysicsModule(AdamPlateauModule):

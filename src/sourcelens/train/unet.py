@@ -26,14 +26,13 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
-from ..augment import random_dihedral_batch
 from ..config import validate_config
 from ..io import read_attrs, write_table
 from ..metrics import ssim_torch
 from ..models.unet import UNet, save_unet
 from .cnn import load_lensed_pairs
 from .determinism import derived_seed
-from .modules import AdamPlateauModule
+from .modules import ImageToImageModule
 from .staged import train_stages
 
 log = logging.getLogger("sourcelens.train")
@@ -44,7 +43,7 @@ METRIC_COLUMNS = ("stage", "loss", "epoch", "train_loss", "val_loss", "val_mse",
 __all__ = ["UNET_LOSSES", "METRIC_COLUMNS", "UNetModule", "unet_settings", "train_unet"]
 
 
-class UNetModule(AdamPlateauModule):
+class UNetModule(ImageToImageModule):
     """A :class:`~sourcelens.models.unet.UNet` with the loss of one stage (:data:`UNET_LOSSES`). Batches are
     (normalised lensed images, peak-normalised sources), both (B, 1, S, S)."""
 
@@ -61,22 +60,6 @@ class UNetModule(AdamPlateauModule):
         ssim = ssim_torch(pred, target, 1.0).mean()
         loss = mse + (1.0 - ssim) if self.loss_kind == "mse_ssim" else mse
         return {"loss": loss, "mse": mse, "ssim": ssim}
-
-    def training_step(self, batch, batch_idx):
-        x, target = batch
-        if self.augment:
-            x, target, _ = random_dihedral_batch(x, targets=target)
-        out = self.compute_loss(x, target)
-        self.log_train(out["loss"], x.shape[0])
-        return out["loss"]
-
-    def validation_step(self, batch, batch_idx):
-        x, target = batch
-        out = self.compute_loss(x, target)
-        n = x.shape[0]
-        self.log("val_loss", out["loss"], on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("val_mse", out["mse"], on_epoch=True, batch_size=n)
-        self.log("val_ssim", out["ssim"], on_epoch=True, batch_size=n)
 
 
 def unet_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
