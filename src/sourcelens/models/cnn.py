@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..names import LENS_PARAMETERS
-from .common import best_device, load_payload, normalise_lensed, run_batches, save_payload, state_from
+from .common import best_device, load_payload, model_inputs, run_batches, save_payload, state_from
 
 __all__ = ["CNN_ARCHS", "LensCNN", "save_cnn", "load_cnn", "predict_lens_params"]
 
@@ -133,13 +133,10 @@ def load_cnn(path: str | Path, map_location: str | torch.device = "cpu") -> Lens
 def predict_lens_params(model: LensCNN, images: np.ndarray, batch_size: int = 256,
                         device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lens parameters and their 1σ uncertainties (N, 8) of lensed images (N, S, S), any flux units."""
-    images = np.asarray(images, dtype=np.float32)
     size = model.hparams["image_size"]
-    if images.ndim != 3 or images.shape[1:] != (size, size):
-        raise ValueError(f"images must be (N, {size}, {size}) for this model, got {images.shape}")
+    x = model_inputs(images, size)
     device = device or best_device()
     model = model.to(device).eval()
-    x, _ = normalise_lensed(images)
 
     def one(batch: torch.Tensor):
         mean, sigma = model.physical(*model(batch[:, None]))

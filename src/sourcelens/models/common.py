@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["save_payload", "load_payload", "state_from", "lensed_image_scale", "normalise_lensed", "run_batches",
-           "best_device"]
+__all__ = ["save_payload", "load_payload", "state_from", "lensed_image_scale", "normalise_lensed", "model_inputs",
+           "run_batches", "best_device"]
 
 
 def save_payload(path: str | Path, fmt: str, model: torch.nn.Module, **fields: Any) -> Path:
@@ -58,6 +58,15 @@ def normalise_lensed(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     images = np.asarray(images, dtype=np.float32)
     scale = lensed_image_scale(images)
     return images / scale[:, None, None], scale
+
+
+def model_inputs(images: np.ndarray, size: int) -> np.ndarray:
+    """Lensed images (N, ``size``, ``size``) normalised (:func:`normalise_lensed`) for a network of that input
+    size; ValueError naming the expected and the given shape."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3 or images.shape[1:] != (size, size):
+        raise ValueError(f"images must be (N, {size}, {size}) for this model, got {images.shape}")
+    return normalise_lensed(images)[0]
 
 
 def best_device(accelerator: str = "auto") -> torch.device:

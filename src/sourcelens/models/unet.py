@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import best_device, load_payload, normalise_lensed, run_batches, save_payload, state_from
+from .common import best_device, load_payload, model_inputs, run_batches, save_payload, state_from
 
 __all__ = ["UNet", "save_unet", "load_unet", "delens"]
 
@@ -82,12 +82,9 @@ def load_unet(path: str | Path, map_location: str | torch.device = "cpu") -> UNe
 def delens(model: UNet, images: np.ndarray, batch_size: int = 128, device: torch.device | None = None
            ) -> np.ndarray:
     """Peak-normalised sources (N, S, S) on the model's source grid from lensed images (N, S, S), any units."""
-    images = np.asarray(images, dtype=np.float32)
     size = model.hparams["image_size"]
-    if images.ndim != 3 or images.shape[1:] != (size, size):
-        raise ValueError(f"images must be (N, {size}, {size}) for this model, got {images.shape}")
+    x = model_inputs(images, size)
     device = device or best_device()
     model = model.to(device).eval()
-    x, _ = normalise_lensed(images)
     parts = run_batches(lambda b: model(b[:, None])[:, 0].cpu().numpy(), x, batch_size, device)
     return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
