@@ -14,7 +14,7 @@ cfg = params.pairs
 rng = rng_for(params.seed, "simulate_pairs", wc.lens, wc.split, wc.shard)
 
 arrays, meta = read_dataset(snakemake.input[0])
-images, meta = lensing_sources(arrays, meta, params.source_kinds)
+images, meta = lensing_sources(arrays, meta, params.source_kinds, params.min_observed_snr)
 log.info("read %d stamps of %s from %s", len(meta), list(params.source_kinds), snakemake.input[0])
 log.info("simulating %d %s pairs for split %s, shard %s", params.n, wc.lens, wc.split, wc.shard)
 out, table = simulate_pairs(images, meta, params.n, wc.lens, cfg, rng)

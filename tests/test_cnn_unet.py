@@ -167,3 +167,29 @@ def test_lensed_normalisation_is_robust_to_a_hot_pixel():
     assert scale[0] == pytest.approx(2.0)
     x, s = normalise_lensed(img * 7.0)
     assert s[0] == pytest.approx(14.0) and x[0, 7, 7] == pytest.approx(1.0)
+
+
+def test_cosine_schedule_anneals_over_the_stage_and_plateau_is_default():
+    """``lr_schedule: cosine`` anneals from the learning rate to 1 % of it over the stage's epochs; the default
+    stays ReduceLROnPlateau on val_loss; an unknown schedule or a cosine without epochs is refused."""
+    from sourcelens.train.modules import COSINE_FLOOR
+
+    model = LensCNN(image_size=16, widths=(4, 8), arch="study")
+    module = CNNModule(model, loss="mse", learning_rate=1e-3, lr_schedule="cosine", epochs=10)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert opt.param_groups[0]["lr"] == pytest.approx(COSINE_FLOOR * 1e-3)
+    plateau = UNetModule(UNet(image_size=16, widths=(4, 8))).configure_optimizers()
+    assert isinstance(plateau["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert plateau["lr_scheduler"]["monitor"] == "val_loss"
+    with pytest.raises(ValueError, match="schedule"):
+        CNNModule(model, lr_schedule="step")
+    with pytest.raises(ValueError, match="epochs"):
+        CNNModule(model, lr_schedule="cosine")

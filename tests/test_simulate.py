@@ -616,3 +616,25 @@ def test_source_size_on_the_sky(pairs_cfg):
     tapered = taper_sources(images, 0.125)
     assert np.array_equal(tapered[:, 20:44, 20:44], images[:, 20:44, 20:44].astype(float))
     assert np.abs(tapered[:, 0]).max() < 0.01 * np.abs(images).max()
+
+
+def test_lensing_sources_cut_observed_stamps_by_snr():
+    """Observed stamps below ``min_observed_snr`` are not lensed; drawn kinds (noiseless truth known) always are."""
+    from sourcelens.simulate import lensing_sources
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(4, 8, 8)).astype(np.float32)
+    truth = np.full_like(images, np.nan)
+    truth[2:] = 1.0                                   # rows 2, 3 drawn: their truth is known
+    meta = pd.DataFrame({"source_id": list("abcd"), "kind": ["cosmos", "cosmos", "parametric", "parametric"],
+                         "snr": [20.0, 60.0, 5.0, 80.0]})
+    arrays = {"images": images, "images_noiseless": truth}
+    kinds = ["cosmos", "parametric"]
+    out, sel = lensing_sources(arrays, meta, kinds, min_observed_snr=40)
+    assert sel["source_id"].tolist() == ["b", "c", "d"]
+    np.testing.assert_array_equal(out[0], images[1])   # observed: the stamp as observed
+    assert (out[1:] == 1.0).all()                      # drawn: the noiseless truth, whatever its stamp S/N
+    all_rows, _ = lensing_sources(arrays, meta, kinds)
+    assert len(all_rows) == 4
+    with pytest.raises(ValueError, match="min_observed_source_snr"):
+        lensing_sources(arrays, meta, ["cosmos"], min_observed_snr=100)

@@ -389,25 +389,32 @@ def pairs_renderer(lens_model: str, cfg: Mapping[str, Any]) -> LensedImageRender
                                int(cfg.get("supersampling", 1)))
 
 
-def lensing_sources(arrays: Mapping[str, np.ndarray], meta: pd.DataFrame, kinds: Sequence[str]
-                    ) -> tuple[np.ndarray, pd.DataFrame]:
+def lensing_sources(arrays: Mapping[str, np.ndarray], meta: pd.DataFrame, kinds: Sequence[str],
+                    min_observed_snr: float | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """The stamps that the simulations lens: the rows of ``kinds`` (``simulate.source_kinds``), each as its
-    noiseless truth (``images_noiseless``) where the galaxy was drawn, else as observed (``images``). Returns
-    (images, their metadata with a fresh index); ValueError naming the kinds if none is left."""
+    noiseless truth (``images_noiseless``) where the galaxy was drawn, else as observed (``images``). Observed
+    stamps (no noiseless truth) are kept only where their aperture S/N (meta ``snr``) is at least
+    ``min_observed_snr`` (``simulate.min_observed_source_snr``; None keeps all): their own noise is lensed with
+    them. Returns (images, their metadata with a fresh index); ValueError naming the kinds if none is left."""
     keep = meta["kind"].astype(str).isin(list(kinds)).to_numpy() if "kind" in meta else np.ones(len(meta), bool)
     if "flux_linear" in meta:
         keep = keep & meta["flux_linear"].to_numpy(dtype=bool)
+    truth = arrays.get("images_noiseless")
+    known = (np.isfinite(np.asarray(truth)).all(axis=(1, 2)) if truth is not None
+             else np.zeros(len(meta), bool))
+    if min_observed_snr is not None and "snr" in meta:
+        snr = meta["snr"].to_numpy(dtype=float)
+        keep = keep & (known | (snr >= float(min_observed_snr)))
     rows = np.flatnonzero(keep)
     if rows.size == 0:
         present = sorted(set(meta["kind"].astype(str))) if "kind" in meta else []
-        raise ValueError(f"no stamps of the lensed source kinds {list(kinds)} (simulate/source_kinds); the stamps "
-                         f"hold {present}")
+        cut = "" if min_observed_snr is None else f" with observed stamps of S/N >= {min_observed_snr} " \
+            "(simulate/min_observed_source_snr)"
+        raise ValueError(f"no stamps of the lensed source kinds {list(kinds)} (simulate/source_kinds){cut}; the "
+                         f"stamps hold {present}")
     images = np.asarray(arrays["images"])[rows]
-    truth = arrays.get("images_noiseless")
     if truth is not None:
-        truth = np.asarray(truth)[rows]
-        known = np.isfinite(truth).all(axis=(1, 2))
-        images = np.where(known[:, None, None], truth, images)
+        images = np.where(known[rows][:, None, None], np.asarray(truth)[rows], images)
     return images, meta.iloc[rows].reset_index(drop=True)
 
 

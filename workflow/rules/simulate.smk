@@ -10,6 +10,7 @@ rule simulate_pairs:
     params:
         pairs=config["simulate"]["pairs"],
         source_kinds=config["simulate"]["source_kinds"],
+        min_observed_snr=config["simulate"]["min_observed_source_snr"],
         n=lambda wc: shard_count(config["simulate"]["pairs"]["n_samples"][wc.split], wc.shard),
         seed=config["seed"],
     log:
@@ -46,6 +47,7 @@ rule simulate_sr:
     params:
         sr=lambda wc: sr_set(wc.set),
         source_kinds=config["simulate"]["source_kinds"],
+        min_observed_snr=config["simulate"]["min_observed_source_snr"],
         n=lambda wc: shard_count(sr_n_samples(wc.set, wc.split), wc.shard),
         seed=config["seed"],
     log:

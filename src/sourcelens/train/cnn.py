@@ -58,8 +58,9 @@ class CNNModule(AdamPlateauModule):
     Batches are (normalised images (B, 1, S, S), lens parameters (B, 8) in physical units)."""
 
     def __init__(self, model: LensCNN, loss: str = "nll", learning_rate: float = 1e-3, lr_patience: int = 3,
-                 weight_decay: float = 0.0, augment: bool = True):
-        super().__init__(learning_rate, lr_patience, weight_decay)
+                 weight_decay: float = 0.0, augment: bool = True, lr_schedule: str = "plateau",
+                 epochs: int | None = None):
+        super().__init__(learning_rate, lr_patience, weight_decay, lr_schedule, epochs)
         if loss not in CNN_LOSSES:
             raise ValueError(f"unknown CNN loss {loss!r}; expected one of {CNN_LOSSES}")
         self.model, self.loss_kind, self.augment = model, loss, bool(augment)
@@ -159,7 +160,8 @@ def train_cnn(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
 
     def make_module(stage: Mapping[str, Any]) -> CNNModule:
         return CNNModule(model, loss=stage["loss"], learning_rate=cfg["learning_rate"], lr_patience=cfg["lr_patience"],
-                         weight_decay=cfg["weight_decay"], augment=cfg["augment"])
+                         weight_decay=cfg["weight_decay"], augment=cfg["augment"],
+                         lr_schedule=cfg["lr_schedule"], epochs=stage["epochs"])
 
     result = train_stages(make_module, TensorDataset(x, y), TensorDataset(xv, yv), cfg, checkpoint_dir, seed,
                           metrics=METRIC_COLUMNS[3:], labels=("loss",))

@@ -10,25 +10,43 @@ from ..augment import random_dihedral_batch
 
 LR_FACTOR = 0.5
 
-__all__ = ["LR_FACTOR", "AdamPlateauModule", "ImageToImageModule"]
+__all__ = ["COSINE_FLOOR", "LR_FACTOR", "LR_SCHEDULES", "AdamPlateauModule", "ImageToImageModule"]
+
+
+LR_SCHEDULES = ("plateau", "cosine")
+COSINE_FLOOR = 0.01   # the cosine schedule ends at this fraction of the initial learning rate
 
 
 class AdamPlateauModule(L.LightningModule):
-    """Adam (``learning_rate``) with ``ReduceLROnPlateau`` on ``val_loss`` (factor :data:`LR_FACTOR`,
-    ``lr_patience`` epochs); :meth:`log_train` logs ``train_loss`` and ``lr`` per epoch."""
+    """Adam (``learning_rate``) with, per ``lr_schedule``, ``plateau``: ``ReduceLROnPlateau`` on ``val_loss``
+    (factor :data:`LR_FACTOR`, ``lr_patience`` epochs), or ``cosine``: cosine annealing over the stage's
+    ``epochs`` down to :data:`COSINE_FLOOR` of the initial rate (the last epochs refine at a small step, which
+    a noisy validation loss rarely triggers on a plateau); :meth:`log_train` logs ``train_loss`` and ``lr``."""
 
-    def __init__(self, learning_rate: float = 1e-3, lr_patience: int = 3, weight_decay: float = 0.0):
+    def __init__(self, learning_rate: float = 1e-3, lr_patience: int = 3, weight_decay: float = 0.0,
+                 lr_schedule: str = "plateau", epochs: int | None = None):
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; expected one of {LR_SCHEDULES}")
+        if lr_schedule == "cosine" and not (epochs and epochs > 0):
+            raise ValueError("the cosine learning-rate schedule needs the stage's number of epochs")
         self.learning_rate = float(learning_rate)
         self.lr_patience = int(lr_patience)
         self.weight_decay = float(weight_decay)
+        self.lr_schedule = lr_schedule
+        self.epochs = epochs
 
     def log_train(self, loss: torch.Tensor, n: int) -> None:
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=n)
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.learning_rate,
+                               weight_decay=self.weight_decay)
+        if self.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(self.epochs),
+                                                               eta_min=COSINE_FLOOR * self.learning_rate)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=LR_FACTOR,
                                                            patience=self.lr_patience)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}

@@ -48,8 +48,9 @@ class UNetModule(ImageToImageModule):
     (normalised lensed images, peak-normalised sources), both (B, 1, S, S)."""
 
     def __init__(self, model: UNet, loss: str = "mse_ssim", learning_rate: float = 1e-3, lr_patience: int = 3,
-                 weight_decay: float = 0.0, augment: bool = True):
-        super().__init__(learning_rate, lr_patience, weight_decay)
+                 weight_decay: float = 0.0, augment: bool = True, lr_schedule: str = "plateau",
+                 epochs: int | None = None):
+        super().__init__(learning_rate, lr_patience, weight_decay, lr_schedule, epochs)
         if loss not in UNET_LOSSES:
             raise ValueError(f"unknown U-Net loss {loss!r}; expected one of {UNET_LOSSES}")
         self.model, self.loss_kind, self.augment = model, loss, bool(augment)
@@ -92,7 +93,8 @@ def train_unet(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, A
 
     def make_module(stage: Mapping[str, Any]) -> UNetModule:
         return UNetModule(model, loss=stage["loss"], learning_rate=cfg["learning_rate"],
-                          lr_patience=cfg["lr_patience"], weight_decay=cfg["weight_decay"], augment=cfg["augment"])
+                          lr_patience=cfg["lr_patience"], weight_decay=cfg["weight_decay"], augment=cfg["augment"],
+                          lr_schedule=cfg["lr_schedule"], epochs=stage["epochs"])
 
     result = train_stages(make_module, TensorDataset(x, y), TensorDataset(xv, yv), cfg, checkpoint_dir, seed,
                           metrics=METRIC_COLUMNS[3:], labels=("loss",))
