@@ -38,6 +38,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/vae.smk"
 include: "workflow/rules/cnn_unet.smk"
 include: "workflow/rules/sr.smk"
+include: "workflow/rules/deblend.smk"
 
 
 rule all:

@@ -24,5 +24,6 @@ attrs.update(
     split=wc.split,
     provenance=provenance(snakemake.config, rule="simulate_pairs", lens=wc.lens, split=wc.split, shard=int(wc.shard)),
 )
-write_dataset(snakemake.output[0], out, table, kind="pairs", attrs=attrs, array_attrs=pairs_array_attrs())
+write_dataset(snakemake.output[0], out, table, kind="pairs", attrs=attrs, array_attrs=pairs_array_attrs(),
+              compression=None)  # a temporary shard: the gather compresses
 log.info("wrote %s (%d pairs)", snakemake.output[0], len(table))

@@ -39,5 +39,6 @@ attrs.update(
     provenance=provenance(snakemake.config, rule="simulate_sr", set=wc.set, lens=wc.lens, noise=wc.noise,
                           split=wc.split, shard=int(wc.shard)),
 )
-write_dataset(snakemake.output[0], out, table, kind="sr", attrs=attrs, array_attrs=sr_array_attrs())
+write_dataset(snakemake.output[0], out, table, kind="sr", attrs=attrs, array_attrs=sr_array_attrs(),
+              compression=None)  # a temporary shard: the gather compresses
 log.info("wrote %s (%d pairs)", snakemake.output[0], len(table))

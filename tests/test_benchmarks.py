@@ -17,3 +17,16 @@ def test_super_resolution_benchmark_quick(repo, tmp_path):
         assert method in out.stdout
     assert "build one SRLens" in out.stdout and "a different lens per image" in out.stdout
     assert not list(tmp_path.iterdir())            # nothing left behind
+
+
+def test_blends_benchmark_quick(repo, tmp_path):
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "blends.py"), "--quick"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for title in ("### Blend simulation", "### Deblender throughput", "### Memory", "### Classical baseline"):
+        assert title in out.stdout, out.stdout[-3000:]
+    for row in ("| lsst | 6 | simulate_blends, blended |", "| lsst_euclid | 10 | GalSim drawImage alone |",
+                "| lsst_euclid | cpu | 1 | 1 |", "| lsst_euclid | cpu | 1 | 8 |", "| lsst_euclid (10 bands) |"):
+        assert row in out.stdout, out.stdout[-3000:]
+    assert "same galaxies as simulate_blends: yes" in out.stdout
+    assert not list(tmp_path.iterdir())            # nothing left behind

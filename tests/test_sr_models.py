@@ -261,3 +261,12 @@ def test_lenssr_super_resolve(geometry):
     np.testing.assert_allclose(source, bicubic_super_resolve(back, 2), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="one lens each"):
         lenssr_super_resolve(net, x, lenses[:2])
+
+
+def test_with_source_fit_supersampling_config_overrides_the_dataset():
+    """``lenssr_with_source.supersampling``: the config's if set, else the dataset's, else 2."""
+    from sourcelens.train.sr import _fit_supersampling
+
+    assert _fit_supersampling({"attrs": {"supersampling": 3}}, {"supersampling": None}) == 3
+    assert _fit_supersampling({"attrs": {"supersampling": 3}}, {"supersampling": 1}) == 1
+    assert _fit_supersampling({"attrs": {}}, {"supersampling": None}) == 2

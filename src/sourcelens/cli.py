@@ -10,6 +10,7 @@
     sourcelens lens predict MODEL FITS [-o OUT]            lens parameters ± 1σ per image (CSV or FITS table)
     sourcelens delens MODEL FITS -o OUT.fits               U-Net sources (peak-normalised, on the source grid)
     sourcelens super-resolve MODEL FITS [--lens L.yaml] -o OUT.fits   super-resolved images (and sources)
+    sourcelens deblend MODEL BLENDS.fits -o OUT.fits       the central galaxy of multi-band blends (study 003)
 """
 
 from __future__ import annotations
@@ -843,6 +844,144 @@ def _source_hdu(sources: np.ndarray, grid: dict[str, Any]):
     return hdu
 
 
+# --------------------------------------------------------------------------------------------
+# sourcelens deblend: study 003's latent-space deblender on users' multi-band blends (FITS)
+# --------------------------------------------------------------------------------------------
+DEBLEND_SIZE_HINT = ("the deblender takes stamps of its training size and grid pixel scale: cut them to that size "
+                     "(resampling would change the pixel scale)")
+
+
+def _add_deblend_parser(sub) -> None:
+    p = sub.add_parser(
+        "deblend", help="the central galaxy of multi-band blends with a trained deblender (study 003)",
+        description="Deblend FITS multi-band cubes with a trained latent-space deblender (sourcelens.models."
+                    "save_deblender): one blend (B×H×W) or many (N×B×H×W), the B bands in the model's band order "
+                    "(recorded in the model file, e.g. u g r i z y [IE YE JE HE]), H = W = the model's stamp size, "
+                    "counts per pixel as in the blend files (electrons per grid pixel, sky-subtracted). The output "
+                    "holds the deblended central galaxy, shaped like the input and in its units; the bands, the "
+                    "model and its normalisation scales are in the header.")
+    p.add_argument("model", type=Path, help="deblender file (sourcelens.models.save_deblender, e.g. "
+                                            "results/models/deblend/deblender_lsst.pt)")
+    p.add_argument("input", type=Path, help="blend(s): FITS, a B×H×W cube (one blend) or an N×B×H×W cube, bands in "
+                                            "the model's order")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="CENTRAL.fits: the central galaxy, shaped like the input (B×H×W or N×B×H×W), same units")
+    p.add_argument("--hdu", default=None, help="HDU (index or name) to read; default the first with data")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="blends per network batch (default 128)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the network runs (default auto: CUDA when present, else the CPU)")
+
+
+def _deblender_normalisation(path: Path, model) -> tuple[list[str], list[float]]:
+    """The bands and normalisation scales I_b a deblender file records; an error naming the file when it has
+    none or they do not fit the network."""
+    from .models.deblender import normalisation_of
+
+    try:
+        norm = normalisation_of(model)
+    except ValueError as err:
+        raise CommandError(f"model '{path}': {err}") from err
+    bands, scales = [str(b) for b in norm.get("bands") or []], [float(s) for s in norm["scales"]]
+    n = int(model.hparams["bands"])
+    if len(scales) != n or (bands and len(bands) != n):
+        raise CommandError(f"model '{path}' is inconsistent: a {n}-band network with {len(bands)} band names and "
+                           f"{len(scales)} normalisation scales")
+    if not all(np.isfinite(scales)) or min(scales) <= 0:
+        raise CommandError(f"model '{path}': its normalisation scales {scales} must be positive")
+    return bands or [f"band{i}" for i in range(n)], scales
+
+
+def _read_blends(path: Path, bands: list[str], size: int, hdu: str | None) -> tuple[np.ndarray, bool, Any]:
+    """Blends (N, B, size, size) float64 from a FITS B×H×W or N×B×H×W cube, whether it held one blend, and its
+    header."""
+    data, header = _read_fits_array(path, hdu)
+    n_bands = len(bands)
+    order = " ".join(bands)
+    if data.ndim not in (3, 4):
+        raise CommandError(f"'{path}': expected a {n_bands}×H×W cube (one blend) or an N×{n_bands}×H×W cube, "
+                           f"got shape {data.shape}")
+    single = data.ndim == 3
+    cube = data[None] if single else data
+    if cube.shape[1] != n_bands:
+        raise CommandError(f"'{path}': {cube.shape[1]} bands (shape {data.shape}) but the model takes {n_bands} "
+                           f"({order}, in that order)")
+    recorded = header.get("BANDS")
+    if isinstance(recorded, str) and [b for b in recorded.replace(",", " ").split()] != bands:
+        raise CommandError(f"'{path}': its header says BANDS = '{recorded}', the model takes {order}, in that order")
+    if cube.shape[2:] != (size, size):
+        raise CommandError(f"'{path}': stamps are {cube.shape[2]}×{cube.shape[3]} but the model takes "
+                           f"{size}×{size}; {DEBLEND_SIZE_HINT}")
+    bad = ~np.isfinite(cube).all(axis=(1, 2, 3))
+    if bad.any():
+        which = np.flatnonzero(bad)
+        where = "" if single else f" (blends {', '.join(map(str, which[:10]))}{' ...' if len(which) > 10 else ''})"
+        raise CommandError(f"'{path}' contains NaN or infinite pixels{where}; mask or fill them first")
+    return cube, single, header
+
+
+def _torch_device(name: str):
+    """The torch device of ``--device``; an error when CUDA is asked for and there is none."""
+    import torch
+
+    from .models.common import best_device
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    return best_device(name)
+
+
+def _deblend_cards(args, model, bands: list[str], scales: list[float], device, unit: Any = None) -> dict[str, Any]:
+    """FITS header cards of ``deblend`` output: what it is, the bands in axis order, the model, its normalisation
+    and provenance."""
+    from . import __version__
+    from .blends import NORMALISATION_BETA
+
+    prov = getattr(model, "provenance", None) or {}
+    training = (getattr(model, "extra", None) or {}).get("training") or {}
+    band_set = training.get("band_set") or prov.get("bands")
+    cards: dict[str, Any] = {
+        "CREATOR": (f"sourcelens deblend {__version__}"[:68], "program"),
+        "CONTENT": ("deblended central galaxy", "deblender estimate, noiseless"),
+        "UNITS": ("as input", "counts per pixel, the input blends' units"),
+        "DBMODEL": (args.model.name[:60], "deblender file"),
+        "INPUT": (args.input.name[:60], "blends"),
+        "BANDS": (",".join(bands)[:68], "band of each plane, in axis order"),
+        "NBANDS": (len(bands), "bands"),
+        "IMSIZE": (int(model.hparams["image_size"]), "model stamp size [pixels]"),
+        "LATDIM": (int(model.hparams["latent_dim"]), "latent dimension"),
+        "NORMBETA": (NORMALISATION_BETA, "normalisation tanh(arcsinh(x / (I_b / beta)))"),
+    }
+    if band_set:
+        cards["BANDSET"] = (str(band_set)[:60], "band set the model was trained on")
+    for i, (band, scale) in enumerate(zip(bands, scales), start=1):
+        cards[f"BAND{i}"] = (band[:60], f"band of plane {i}")
+        cards[f"NORMSC{i}"] = (float(scale), f"normalisation scale I_b of band {band}")
+    if prov.get("git_commit"):
+        cards["MODLGIT"] = (str(prov["git_commit"])[:60], "git commit of the model's training")
+    if prov.get("rule"):
+        cards["MODLRULE"] = (str(prov["rule"])[:60], "workflow rule that trained the model")
+    cards["DEVICE"] = (str(device.type), "where the network ran")
+    if isinstance(unit, str) and unit.strip():
+        cards["BUNIT"] = (unit[:60], "the input's units")
+    return cards
+
+
+def _run_deblend(args) -> int:
+    """``sourcelens deblend``: the central galaxy of each multi-band blend of a FITS cube, same shape and units."""
+    from .models.deblender import deblend_images, load_deblender
+
+    _check_lens_output(args, FITS_SUFFIXES)
+    device = _torch_device(args.device)
+    model = _load_network(args.model, load_deblender)
+    bands, scales = _deblender_normalisation(args.model, model)
+    blends, single, header = _read_blends(args.input, bands, int(model.hparams["image_size"]), args.hdu)
+    central = deblend_images(model, blends, batch_size=args.batch_size, device=device)
+    _write_fits(args.output, central[0] if single else central,
+                _deblend_cards(args, model, bands, scales, device, header.get("BUNIT")))
+    print(f"deblended {len(central)} blend(s) of {args.input} ({' '.join(bands)}) -> {args.output}")
+    return 0
+
+
 def _run_info(args) -> int:
     """``sourcelens info``: describe each file; 1 if any is missing or unreadable."""
     from .io import DatasetError
@@ -931,6 +1070,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_vae_parser(sub)
     _add_lens_parsers(sub)
     _add_super_resolve_parser(sub)
+    _add_deblend_parser(sub)
     return parser
 
 
@@ -950,6 +1090,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_reporting(_run_delens, args, "delens")
     if args.command == "super-resolve":
         return _run_reporting(_run_super_resolve, args, "super-resolve")
+    if args.command == "deblend":
+        return _run_reporting(_run_deblend, args, "deblend")
     return 2
 
 

@@ -400,3 +400,73 @@ def describe(summary: pd.DataFrame, metrics: Mapping[str, str] | None = None) ->
         if metrics is None or row["metric"] in metrics:
             parts.append(f"{row['metric']}={row['median']:.4g}")
     return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------
+# shear bias and binned residuals (study 003)
+
+
+def shear_bias(e_true: np.ndarray, e_out: np.ndarray, n_bootstrap: int = 200,
+               rng: np.random.Generator | None = None) -> dict[str, float]:
+    """Multiplicative and additive bias (m, c) of measured ellipticities: the least-squares line
+    e_out = (1 + m) e_true + c over the finite pairs, with 1σ errors ``m_err``, ``c_err`` from the standard
+    deviation of (m, c) over ``n_bootstrap`` resamplings of the objects (with replacement); ``n`` pairs used.
+    NaN everywhere with fewer than 3 pairs or no spread in e_true (errors NaN without ``n_bootstrap``)."""
+    x, y = np.asarray(e_true, dtype=float).ravel(), np.asarray(e_out, dtype=float).ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    out = {"m": math.nan, "m_err": math.nan, "c": math.nan, "c_err": math.nan, "n": int(x.size)}
+
+    def fit(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+        dx = xs - xs.mean()
+        var = float(np.dot(dx, dx))
+        if var <= 0 or np.ptp(xs) <= 1e-12 * max(1.0, float(np.max(np.abs(xs)))):
+            return math.nan, math.nan
+        slope = float(np.dot(dx, ys - ys.mean())) / var
+        return slope - 1.0, float(ys.mean() - slope * xs.mean())
+
+    if x.size < 3:
+        return out
+    out["m"], out["c"] = fit(x, y)
+    if n_bootstrap and np.isfinite(out["m"]):
+        rng = rng if rng is not None else np.random.default_rng(0)
+        draws = np.array([fit(x[idx], y[idx]) for idx in rng.integers(0, x.size, (int(n_bootstrap), x.size))])
+        good = np.all(np.isfinite(draws), axis=1)
+        if good.sum() > 1:
+            out["m_err"], out["c_err"] = (float(v) for v in np.std(draws[good], axis=0, ddof=1))
+    return out
+
+
+def bootstrap_error(values: np.ndarray, statistic: Callable[[np.ndarray], float] = np.median,
+                    n_bootstrap: int = 200, rng: np.random.Generator | None = None) -> float:
+    """1σ error of ``statistic`` of the finite ``values``: the standard deviation over ``n_bootstrap``
+    resamplings with replacement (NaN with fewer than 2 values)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size < 2 or not n_bootstrap:
+        return math.nan
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return float(np.std([statistic(v[idx]) for idx in rng.integers(0, v.size, (int(n_bootstrap), v.size))], ddof=1))
+
+
+def binned_statistics(x: np.ndarray, values: np.ndarray, edges: Sequence[float]) -> pd.DataFrame:
+    """Median and scatter of ``values`` in bins of ``x`` (``edges``, left-closed; the last bin also closed):
+    one row per bin with ``bin_lo``, ``bin_hi``, ``n`` (finite pairs), ``median``, ``scatter`` (half the 16–84th
+    percentile range: σ for a Gaussian, robust to outliers), ``p16``, ``p84`` and ``median_abs`` (median |value|);
+    NaN in empty bins."""
+    x, v = np.asarray(x, dtype=float).ravel(), np.asarray(values, dtype=float).ravel()
+    ok = np.isfinite(x) & np.isfinite(v)
+    x, v = x[ok], v[ok]
+    edges = np.asarray(edges, dtype=float)
+    rows = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        sel = (x >= lo) & ((x <= hi) if i == len(edges) - 2 else (x < hi))
+        vals = v[sel]
+        if vals.size:
+            p16, med, p84 = np.percentile(vals, [16, 50, 84])
+            row = {"median": float(med), "scatter": float(p84 - p16) / 2, "p16": float(p16), "p84": float(p84),
+                   "median_abs": float(np.median(np.abs(vals)))}
+        else:
+            row = dict.fromkeys(("median", "scatter", "p16", "p84", "median_abs"), math.nan)
+        rows.append({"bin_lo": float(lo), "bin_hi": float(hi), "n": int(vals.size), **row})
+    return pd.DataFrame(rows, columns=["bin_lo", "bin_hi", "n", "median", "scatter", "p16", "p84", "median_abs"])

@@ -117,4 +117,38 @@ def all_targets():
         + ["results/tables/super_resolution.csv"]
         + (["results/tables/super_resolution_pisr_ablation.csv"] if SR_ABLATION else [])
         + expand("results/figures/sr_{figure}_{set}.png", figure=("noise_limit", "methods"), set=SR_EVAL_SETS)
+        + deblend_targets()
     )
+
+
+# study 003: the band sets with a VAE and a deblender (each must be simulated: blends.band_sets)
+DEBLEND_BAND_SETS = list(config.get("deblend", {}).get("band_sets") or [])
+_unsimulated = sorted(set(DEBLEND_BAND_SETS) - set(config.get("blends", {}).get("band_sets") or []))
+if _unsimulated:
+    raise ValueError(f"config keys 'deblend/band_sets' and 'blends/band_sets': band sets {_unsimulated} are trained "
+                     "but not simulated; add them to blends.band_sets or remove them from deblend.band_sets")
+
+
+def deblend_evaluation_inputs(wildcards):
+    """The test files and models evaluate_deblender reads, named `{part}_{bands}`."""
+    out = {}
+    for bands in DEBLEND_BAND_SETS:
+        out[f"isolated_{bands}"] = f"results/data/blends_{bands}_isolated_test.h5"
+        out[f"blended_{bands}"] = f"results/data/blends_{bands}_blended_test.h5"
+        out[f"vae_{bands}"] = f"results/models/deblend/vae_{bands}.pt"
+        out[f"deblender_{bands}"] = f"results/models/deblend/deblender_{bands}.pt"
+    return out
+
+
+def deblend_targets():
+    """Study 003's table, figures and learning curves, for the band sets of `deblend.band_sets` (none: nothing)."""
+    band_sets = DEBLEND_BAND_SETS
+    if not band_sets:
+        return []
+    return [
+        "results/tables/deblending.csv",
+        "results/figures/deblending_residuals_snr.png",
+        "results/figures/deblending_residuals_mag.png",
+        "results/figures/deblending_shear_bias.png",
+        "results/figures/deblending_examples.png",
+    ] + expand("results/figures/deblend_{net}_{bands}_learning_curve.png", net=("vae", "deblender"), bands=band_sets)

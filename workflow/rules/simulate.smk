@@ -165,3 +165,60 @@ rule lensing_demo:
         "../../envs/sourcelens.yaml"
     script:
         "../../scripts/lensing_demo.py"
+
+
+# Study 003: multi-band blends (sourcelens.blends), one dataset per band set, sample (isolated, blended) and split,
+# in shards of blends.shard_size gathered into results/data/blends_{bands}_{sample}_{split}.h5.
+BLENDS = config["blends"]
+BLEND_SHARD = BLENDS["shard_size"]
+
+
+rule simulate_blends:
+    input:
+        # the split's stamps when real galaxies enter the blends (blends.galaxies.cosmos_fraction > 0)
+        unpack(
+            lambda wc: {"stamps": f"results/data/stamps_{wc.split}.h5"}
+            if BLENDS["galaxies"]["cosmos_fraction"] > 0
+            else {}
+        ),
+    output:
+        temp("results/data/blends/{bands}/{sample}/{split}/shard_{shard}.h5"),
+    wildcard_constraints:
+        bands="|".join(BLENDS["band_sets"]),
+        sample="isolated|blended",
+    params:
+        blends=BLENDS,
+        # samples in this shard (the last one takes the remainder)
+        n=lambda wc: min(BLEND_SHARD, BLENDS["n_samples"][wc.sample][wc.split] - int(wc.shard) * BLEND_SHARD),
+        seed=config["seed"],
+    log:
+        "logs/simulate_blends/{bands}_{sample}_{split}_{shard}.log",
+    benchmark:
+        "benchmarks/simulate_blends/{bands}_{sample}_{split}_{shard}.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/simulate_blends.py"
+
+
+rule gather_blends:
+    localrule: True
+    input:
+        lambda wc: expand(
+            "results/data/blends/{bands}/{sample}/{split}/shard_{shard}.h5",
+            bands=wc.bands, sample=wc.sample, split=wc.split,
+            shard=range(max(1, math.ceil(BLENDS["n_samples"][wc.sample][wc.split] / BLEND_SHARD))),
+        ),
+    output:
+        "results/data/blends_{bands}_{sample}_{split}.h5",
+    wildcard_constraints:
+        bands="|".join(BLENDS["band_sets"]),
+        sample="isolated|blended",
+    log:
+        "logs/gather_blends/{bands}_{sample}_{split}.log",
+    benchmark:
+        "benchmarks/gather_blends/{bands}_{sample}_{split}.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/gather_shards.py"

@@ -21,7 +21,7 @@ rule train_sr:
         settings=lambda wc: sr_method_config(SR, wc.method)[1],
         seed=config["seed"],
         checkpoint_dir=lambda wc: f"{SR['checkpoint_dir']}/{wc.set}_{wc.lens}_{wc.noise}/{wc.method}",
-    threads: 2
+    threads: SR["threads"]
     resources:
         gpu=1,
     log:

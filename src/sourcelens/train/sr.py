@@ -70,7 +70,7 @@ _COMMON = {"sisr": {"width": 32, "depth": 4, "skip": "bicubic", "batch_norm": Fa
            "sigma_floor": 1e-3, "accelerator": "auto", "precision": "32-true", "num_workers": 0}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "supervised": {**_COMMON, "augment": True, "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "mse", "epochs": 20}]},
-    "lenssr_with_source": {**_COMMON, "augment": True, "sersic_max_iter": 100, "supersampling": 2,
+    "lenssr_with_source": {**_COMMON, "augment": True, "sersic_max_iter": 100, "supersampling": None,
                            "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "mse", "epochs": 20}]},
     "lenssr_no_source": {**_COMMON, "lens_weight": 1.0,
                          "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "lens", "epochs": 20}]},
@@ -323,6 +323,13 @@ def train_sisr(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, A
                    started, seed, save_sisr)
 
 
+def _fit_supersampling(data: Mapping[str, Any], cfg: Mapping[str, Any]) -> int:
+    """Sub-pixels per high-res pixel of the with-source Sérsic fits: the config's, else the dataset's, else 2."""
+    if cfg.get("supersampling") is not None:
+        return int(cfg["supersampling"])
+    return int(data["attrs"].get("supersampling", 2))
+
+
 def _sersic_targets(data: Mapping[str, Any], path: str | Path, cfg: Mapping[str, Any]) -> torch.Tensor:
     """The re-lensed Sérsic fits of a set, normalised units (N, fn, fn)."""
     t0 = time.perf_counter()
@@ -333,7 +340,7 @@ def _sersic_targets(data: Mapping[str, Any], path: str | Path, cfg: Mapping[str,
     src = np.stack([lens.to_source(x).numpy() for lens, x in
                     zip(cache.for_rows(_lens_model(data, path), data["lens_params"]), data["low_res"])])
     image, _ = sersic_relensed(g, data["attrs"].get("psf"), _lens_model(data, path), data["lens_params"], lr,
-                               sigma, src, supersample=int(data["attrs"].get("supersampling", cfg["supersampling"])),
+                               sigma, src, supersample=_fit_supersampling(data, cfg),
                                max_iter=int(cfg["sersic_max_iter"]))
     log.info("%s: %d Sérsic fits re-lensed in %.1f s", path, len(lr), time.perf_counter() - t0)
     return torch.from_numpy((image * g.factor**2 / scale).astype(np.float32))
