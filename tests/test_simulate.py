@@ -537,7 +537,7 @@ def test_scripts_simulate_and_gather(tmp_path, config):
         _run_script(
             "simulate_pairs.py", input=[str(stamps)], output=[str(out)], log=[str(tmp_path / f"{shard}.log")],
             wildcards=SimpleNamespace(lens="SIE", split="train", shard=str(shard)),
-            params=SimpleNamespace(pairs=cfg["simulate"]["pairs"], source_kinds=["parametric"], n=n, seed=cfg["seed"]),
+            params=SimpleNamespace(pairs=cfg["simulate"]["pairs"], source_kinds=["parametric"], min_observed_snr=None, n=n, seed=cfg["seed"]),
             config=cfg,
         )
         shards.append(str(out))
@@ -556,7 +556,7 @@ def test_scripts_simulate_and_gather(tmp_path, config):
     _run_script(
         "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr.log")],
         wildcards=SimpleNamespace(set="broad", lens="SIS", noise="noisy", split="val", shard="0"),
-        params=SimpleNamespace(sr=sr, source_kinds=["parametric"], n=2, seed=cfg["seed"]), config=cfg,
+        params=SimpleNamespace(sr=sr, source_kinds=["parametric"], min_observed_snr=None, n=2, seed=cfg["seed"]), config=cfg,
     )
     arrays, table = read_dataset(sr_out)
     assert arrays["high_res"].shape == (2, 32, 32)
@@ -569,7 +569,7 @@ def test_scripts_simulate_and_gather(tmp_path, config):
     _run_script(
         "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr2.log")],
         wildcards=SimpleNamespace(set="real", lens="SIE", noise="noiseless", split="val", shard="0"),
-        params=SimpleNamespace(sr=real, source_kinds=["parametric"], n=3, seed=cfg["seed"]), config=cfg,
+        params=SimpleNamespace(sr=real, source_kinds=["parametric"], min_observed_snr=None, n=3, seed=cfg["seed"]), config=cfg,
     )
     arrays, table = read_dataset(sr_out)
     assert set(table["source_id"]) <= set(meta["source_id"]) and set(table["kind"]) == {"parametric"}
