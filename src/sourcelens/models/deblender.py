@@ -138,20 +138,14 @@ class BandVAE(nn.Module):
         return torch.sigmoid(logits), mu, logvar
 
 
-class Deblender(nn.Module):
+class Deblender(BandVAE):
     """A trainable :class:`BandEncoder` in front of a frozen :class:`BandDecoder` (a trained VAE's): noisy blend
     in, central galaxy out; ``forward`` as :meth:`BandVAE.forward`. The decoder's parameters never require
     gradients and it stays in eval mode whatever ``train()`` is called with."""
 
     def __init__(self, bands: int = 6, image_size: int = 64, widths: Sequence[int] = (32, 64, 128, 256),
                  latent_dim: int = 32, hidden_dim: int = 256, kernel: int = 3):
-        super().__init__()
-        _check_size(image_size, widths)
-        self.hparams = {"bands": int(bands), "image_size": int(image_size), "widths": [int(w) for w in widths],
-                        "latent_dim": int(latent_dim), "hidden_dim": int(hidden_dim), "kernel": int(kernel)}
-        self.latent_dim, self.image_size, self.bands = int(latent_dim), int(image_size), int(bands)
-        self.encoder = BandEncoder(bands, image_size, widths, latent_dim, hidden_dim, kernel)
-        self.decoder = BandDecoder(bands, image_size, widths, latent_dim, hidden_dim, kernel)
+        super().__init__(bands, image_size, widths, latent_dim, hidden_dim, kernel)
         self.freeze_decoder()
 
     @classmethod
@@ -173,25 +167,6 @@ class Deblender(nn.Module):
         super().train(mode)
         self.decoder.eval()
         return self
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    reparameterise = staticmethod(BandVAE.reparameterise)
-    kl_divergence = staticmethod(BandVAE.kl_divergence)
-
-    def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(output logits, mu, logvar): :meth:`forward` before the output sigmoid."""
-        mu, logvar = self.encoder(x)
-        z = self.reparameterise(mu, logvar) if self.training else mu
-        return self.decoder.logits(z), mu, logvar
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, mu, logvar = self.forward_logits(x)
-        return torch.sigmoid(logits), mu, logvar
 
 
 # --------------------------------------------------------------------------------------
