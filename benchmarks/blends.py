@@ -62,8 +62,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import json
 import os
 import subprocess
@@ -83,7 +81,7 @@ except ImportError:   # pragma: no cover
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference import (  # the memory probe of the inference benchmark
-    _status_kib,
+    peak_rss_mib,
     weights,
 )
 
@@ -263,20 +261,7 @@ def memory_child(spec: dict) -> None:
         model = Deblender(**m["hparams"]).eval()
         model.extra = {"normalisation": m["normalisation"]}
         x = tiled4(np.load(m["images"]), batch)
-        gc.collect()
-        with contextlib.suppress(OSError, AttributeError):   # free heap pages back to the OS (glibc)
-            ctypes.CDLL(None).malloc_trim(0)
-        try:
-            Path("/proc/self/clear_refs").write_text("5")   # VmHWM := VmRSS
-            before = _status_kib()
-        except OSError:
-            before = {}
-        if "VmRSS" not in before:
-            out.append({"base_mib": float("nan"), "peak_mib": float("nan")})
-            continue
-        deblend_images(model, x, batch_size=batch, device=CPU)
-        after = _status_kib()
-        out.append({"base_mib": before["VmRSS"] / 1024, "peak_mib": max(after["VmHWM"], after["VmRSS"]) / 1024})
+        out.append(peak_rss_mib(lambda model=model, x=x: deblend_images(model, x, batch_size=batch, device=CPU)))
         del x, model
     print(json.dumps(out))
 

@@ -181,6 +181,24 @@ def weights(model: torch.nn.Module) -> tuple[int, int]:
     return n, nbytes
 
 
+def peak_rss_mib(call) -> dict[str, float]:
+    """Baseline and peak resident set size (MiB) of this process over ``call()``: the heap trimmed and VmHWM
+    reset to VmRSS first (/proc/self/clear_refs); NaN where /proc gives neither (not Linux)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):   # free heap pages back to the OS (glibc)
+        ctypes.CDLL(None).malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")   # VmHWM := VmRSS
+        before = _status_kib()
+    except OSError:
+        before = {}
+    if "VmRSS" not in before:
+        return {"base_mib": float("nan"), "peak_mib": float("nan")}
+    call()
+    after = _status_kib()
+    return {"base_mib": before["VmRSS"] / 1024, "peak_mib": max(after["VmHWM"], after["VmRSS"]) / 1024}
+
+
 def _status_kib() -> dict[str, int]:
     """VmRSS and VmHWM (peak) of this process in KiB, from /proc/self/status (Linux); {} elsewhere."""
     try:

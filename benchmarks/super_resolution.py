@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import json
 import logging
 import os
@@ -63,7 +61,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference import (  # the memory probe of the inference benchmark
-    _status_kib,
+    peak_rss_mib,
     tiled,
     weights,
 )
@@ -290,20 +288,7 @@ def memory_child(spec: dict) -> None:
     out = []
     for method, batch in spec["runs"]:
         images = tiled(all_images, batch)
-        gc.collect()
-        with contextlib.suppress(OSError, AttributeError):   # free heap pages back to the OS (glibc)
-            ctypes.CDLL(None).malloc_trim(0)
-        try:
-            Path("/proc/self/clear_refs").write_text("5")   # VmHWM := VmRSS
-            before = _status_kib()
-        except OSError:
-            before = {}
-        if "VmRSS" not in before:
-            out.append({"base_mib": float("nan"), "peak_mib": float("nan")})
-            continue
-        run_method(method, models, images, [lens] * len(images), batch)
-        after = _status_kib()
-        out.append({"base_mib": before["VmRSS"] / 1024, "peak_mib": max(after["VmHWM"], after["VmRSS"]) / 1024})
+        out.append(peak_rss_mib(lambda images=images: run_method(method, models, images, [lens] * len(images), batch)))
         del images
     print(json.dumps(out))
 
