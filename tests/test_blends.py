@@ -192,6 +192,16 @@ def test_same_seed_same_arrays(cfg):
     assert s1.shape == (6,) and np.all(s1 > 0)
 
 
+def test_normalisation_scale_is_the_configured_quantile_of_the_peaks(cfg):
+    """peak_quantile 1 is the study's I_b (the largest pixel of the calibration set); a smaller quantile is
+    smaller in every band, and the median lies between the extremes."""
+    def scales(q):
+        return normalisation_scales({**cfg, "normalisation": {**cfg["normalisation"], "peak_quantile": q}}, "lsst", 5)
+
+    top, median, low = scales(1.0), scales(0.5), scales(0.01)
+    assert np.all(low < median) and np.all(median < top)
+
+
 def test_noise_sigma_matches_the_sky_level(cfg):
     """(noisy − noiseless) away from the galaxy has the sky's σ = √(sky per grid pixel) in every band."""
     out, _ = simulate_blends(6, "isolated", "lsst_euclid", cfg, rng_for(8, "t"), progress=False)

@@ -15,6 +15,7 @@ rule train_cnn:
         seed=config["seed"],
         checkpoint_dir=config["cnn"]["checkpoint_dir"],
     threads: 2
+    priority: 20  # the longest jobs first, so the short ones fill both cores at the end of a run
     resources:
         gpu=1,
     log:
@@ -69,6 +70,7 @@ rule train_unet:
         seed=config["seed"],
         checkpoint_dir=config["unet"]["checkpoint_dir"],
     threads: 2
+    priority: 10
     resources:
         gpu=1,
     log:

@@ -13,6 +13,7 @@ rule simulate_pairs:
         min_observed_snr=config["simulate"]["min_observed_source_snr"],
         n=lambda wc: shard_count(config["simulate"]["pairs"]["n_samples"][wc.split], wc.shard),
         seed=config["seed"],
+    priority: 20  # the pairs feed the two longest trainings (CNN, U-Net): start them first
     log:
         "logs/simulate_pairs/{lens}_{split}_{shard}.log",
     benchmark:
@@ -29,6 +30,7 @@ rule gather_pairs:
         pair_shards,
     output:
         "results/data/pairs_{lens}_{split}.h5",
+    priority: 20
     log:
         "logs/gather_pairs/{lens}_{split}.log",
     benchmark:

@@ -20,6 +20,7 @@ rule train_vae:
         # a cache outside the outputs (vae.checkpoint_dir); not in the training fingerprint
         checkpoint_dir=config["vae"]["checkpoint_dir"],
     threads: 2
+    priority: 10
     resources:
         gpu=1,
     log:

@@ -31,11 +31,12 @@ from .common import best_device, load_payload, run_batches, save_payload, state_
 
 __all__ = ["BandEncoder", "BandDecoder", "BandVAE", "Deblender", "save_band_vae", "load_band_vae",
            "save_deblender", "load_deblender", "normalisation_of", "normalise_stack", "denormalise_stack",
-           "reconstruct_bands", "deblend_images", "OUTPUT_CEILING"]
+           "reconstruct_bands", "deblend_images", "OUTPUT_CEILING", "INITIAL_LOGVAR"]
 
 VAE_FORMAT = "sourcelens-band-vae-1"
 DEBLENDER_FORMAT = "sourcelens-deblender-1"
 OUTPUT_CEILING = 1.0 - 1e-4   # normalised outputs are clipped below 1 before denormalising (arctanh(1) = ∞)
+INITIAL_LOGVAR = -8.0         # the encoder's initial log-variance: σ ≈ 0.02, the code's mean is what the decoder sees
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
@@ -111,6 +112,23 @@ class BandVAE(nn.Module):
         self.latent_dim, self.image_size, self.bands = int(latent_dim), int(image_size), int(bands)
         self.encoder = BandEncoder(bands, image_size, widths, latent_dim, hidden_dim, kernel)
         self.decoder = BandDecoder(bands, image_size, widths, latent_dim, hidden_dim, kernel)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He initialisation for the PReLU stack (its initial slope 0.25), zero biases, and a narrow initial
+        posterior (log-variance :data:`INITIAL_LOGVAR`). Why: with PyTorch's default initialisation the signal of
+        the latent code shrinks by ~3× per layer through the ~12 layers of the decoder, and the reparameterisation
+        noise (σ = 1 at the start) swamps the code's mean: the output is the mean galaxy whatever the input, and
+        the networks learn flux and size but never shapes (output ellipticities uncorrelated with the truth after
+        tens of epochs, even on clean inputs); with this initialisation they follow the truth within a few
+        epochs."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            self.encoder.to_logvar.weight.mul_(0.01)
+            self.encoder.to_logvar.bias.fill_(INITIAL_LOGVAR)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(x)

@@ -16,6 +16,8 @@ target's own entropy, the study's loss; ``mse``: Σ (x̂ − t)²; ``mae``: Σ |
   trained VAE's, decoder frozen, on the blended sample (noisy blend → the central galaxy alone). β defaults to 0
   (the study's deblender loss had no KL term).
 
+A stage with ``input: noiseless`` feeds the network the noiseless target instead of the noisy scene (a plain
+autoencoder stage: the decoder learns the galaxies' shapes before the encoder has to find them in the noise).
 Every training batch is a random dihedral copy of each scene, input and target turned alike. Logged per epoch:
 ``train_loss``, ``val_loss``, ``val_recon``, ``val_kl``, ``val_mse`` (per pixel), ``lr``. Checkpoints, exact resume
 and skipped finished stages are those of :func:`sourcelens.train.staged.train_stages`; the deblender's training
@@ -51,10 +53,12 @@ from .vae import reconstruction_loss
 log = logging.getLogger("sourcelens.train")
 
 DEBLEND_LOSSES = ("bce", "mse", "mae")
-METRIC_COLUMNS = ("stage", "loss", "epoch", "train_loss", "val_loss", "val_recon", "val_kl", "val_mse", "lr")
+STAGE_INPUTS = ("noisy", "noiseless")   # what a stage feeds the network: the noisy scene or the noiseless target
+METRIC_COLUMNS = ("stage", "loss", "input", "epoch", "train_loss", "val_loss", "val_recon", "val_kl", "val_mse", "lr")
+LABELS = ("loss", "input")   # the stage keys that name the stage folders and label the metric rows
 ARCHITECTURE_KEYS = ("widths", "latent_dim", "hidden_dim", "kernel")
 
-__all__ = ["DEBLEND_LOSSES", "METRIC_COLUMNS", "LatentModule", "deblend_settings", "band_scales",
+__all__ = ["DEBLEND_LOSSES", "STAGE_INPUTS", "METRIC_COLUMNS", "LatentModule", "deblend_settings", "band_scales",
            "load_blend_pairs", "bce_loss", "init_sigmoid_bias", "train_band_vae", "train_deblender"]
 
 
@@ -75,16 +79,22 @@ class LatentModule(ImageToImageModule):
     frozen decoder has no gradients."""
 
     def __init__(self, model: BandVAE | Deblender, loss: str = "mse", beta: float = 1e-2,
-                 learning_rate: float = 1e-3, lr_patience: int = 3, augment: bool = True):
-        super().__init__(learning_rate, lr_patience)
+                 learning_rate: float = 1e-3, lr_patience: int = 3, augment: bool = True, input: str = "noisy",
+                 lr_schedule: str = "plateau", epochs: int | None = None):
+        super().__init__(learning_rate, lr_patience, lr_schedule=lr_schedule, epochs=epochs)
         if loss not in DEBLEND_LOSSES:
             raise ValueError(f"unknown reconstruction loss {loss!r}; expected one of {DEBLEND_LOSSES}")
+        if input not in STAGE_INPUTS:
+            raise ValueError(f"unknown stage input {input!r}; expected one of {STAGE_INPUTS}")
         self.model, self.loss_kind, self.beta, self.augment = model, loss, float(beta), bool(augment)
+        self.input = input
 
     def forward(self, x: torch.Tensor):
         return self.model(x)
 
     def compute_loss(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.input == "noiseless":
+            x = target
         logits, mu, logvar = self.model.forward_logits(x)
         logits, target = logits.float(), target.float()
         recon = torch.sigmoid(logits)
@@ -150,10 +160,12 @@ def _train(kind: str, model: BandVAE | Deblender, train: tuple, val: tuple, sett
            beta: float, checkpoint_dir: Path, seed: int, fingerprint_extra: Mapping[str, Any]):
     def make_module(stage: Mapping[str, Any]) -> LatentModule:
         return LatentModule(model, loss=stage["loss"], beta=beta, learning_rate=settings["learning_rate"],
-                            lr_patience=settings["lr_patience"], augment=settings["augment"])
+                            lr_patience=settings["lr_patience"], augment=settings["augment"],
+                            input=stage.get("input", "noisy"), lr_schedule=settings["lr_schedule"],
+                            epochs=stage["epochs"])
 
     return train_stages(make_module, TensorDataset(*train), TensorDataset(*val), {**settings, **fingerprint_extra},
-                        checkpoint_dir, seed, metrics=METRIC_COLUMNS[3:], labels=("loss",))
+                        checkpoint_dir, seed, metrics=METRIC_COLUMNS[len(LABELS) + 2:], labels=LABELS)
 
 
 def _finish(kind: str, model, result, started: float, train_x: torch.Tensor, val_x: torch.Tensor,

