@@ -14,7 +14,7 @@ rule train_cnn:
         cnn=config["cnn"],
         seed=config["seed"],
         checkpoint_dir=config["cnn"]["checkpoint_dir"],
-    threads: 2
+    threads: config["cnn"]["threads"]
     priority: 20  # the longest jobs first, so the short ones fill both cores at the end of a run
     resources:
         gpu=1,
@@ -69,7 +69,7 @@ rule train_unet:
         unet=config["unet"],
         seed=config["seed"],
         checkpoint_dir=config["unet"]["checkpoint_dir"],
-    threads: 2
+    threads: config["unet"]["threads"]
     priority: 10
     resources:
         gpu=1,

@@ -19,7 +19,7 @@ rule train_vae:
         seed=config["seed"],
         # a cache outside the outputs (vae.checkpoint_dir); not in the training fingerprint
         checkpoint_dir=config["vae"]["checkpoint_dir"],
-    threads: 2
+    threads: config["vae"]["threads"]
     priority: 10
     resources:
         gpu=1,
