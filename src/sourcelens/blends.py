@@ -454,7 +454,7 @@ def normalisation_scales(cfg: Mapping[str, Any], band_set_name: str, seed: int,
     renderer = renderer or BlendRenderer(bands, grid_scale(cfg, band_set_name), int(cfg["stamp_size"]))
     rng = rng_for(seed, "blends_normalisation", band_set_name)
     n = int(cfg["normalisation"]["n_calibration"])
-    quantile = float(cfg["normalisation"].get("peak_quantile", 1.0))
+    quantile = float(cfg["normalisation"]["peak_quantile"])
     peaks = np.zeros((n, len(bands)))
     cal_cfg = dict(cfg)
     cal_cfg["galaxies"] = dict(cfg["galaxies"], cosmos_fraction=0.0)
