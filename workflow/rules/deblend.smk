@@ -21,6 +21,7 @@ rule train_vae_bands:
     threads: config["deblend"]["threads"]
     resources:
         gpu=1,
+    priority: 5
     log:
         "logs/train_vae_bands_{bands}.log",
     benchmark:
@@ -50,6 +51,7 @@ rule train_deblender:
     threads: config["deblend"]["threads"]
     resources:
         gpu=1,
+    priority: 5
     log:
         "logs/train_deblender_{bands}.log",
     benchmark:
