@@ -124,6 +124,12 @@ def test_delens_stamp_and_cube(tmp_path, models, capsys):
     one = fits.getdata(tmp_path / "one.fits")
     assert one.shape == (SIZE, SIZE)
     assert np.allclose(one, delens(unet, fits.getdata(stamp)[None])[0], rtol=1e-5, atol=1e-6)
+    assert fits.getheader(tmp_path / "one.fits")["DIHEDRAL"] is True
+    # --single-pass: one pass of the network, not the mean over the 8 turns
+    assert _run(capsys, "delens", models / "unet.pt", stamp, "-o", tmp_path / "fast.fits", "--single-pass")[0] == 0
+    fast = fits.getdata(tmp_path / "fast.fits")
+    assert np.allclose(fast, delens(unet, fits.getdata(stamp)[None], dihedral=False)[0], rtol=1e-5, atol=1e-6)
+    assert fits.getheader(tmp_path / "fast.fits")["DIHEDRAL"] is False and not np.allclose(fast, one, atol=1e-4)
 
     # a model without a recorded source grid: nothing said about the pixel scale
     assert _run(capsys, "delens", models / "unet_nogrid.pt", stamp, "-o", tmp_path / "ng.fits")[0] == 0

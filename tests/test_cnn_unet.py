@@ -136,6 +136,35 @@ def test_unet_shapes_gradient_and_overfit():
         UNet(image_size=30, widths=(8, 16, 32))
 
 
+def test_dihedral_average_is_equivariant_and_single_pass_is_the_network():
+    from sourcelens.models.unet import delens, dihedral_average
+
+    torch.manual_seed(5)
+    model = UNet(image_size=16, widths=(4, 8)).eval()
+    images = torch.rand(3, 16, 16)
+
+    def network(b):
+        return model(b[:, None])[:, 0]
+
+    with torch.no_grad():
+        mean = dihedral_average(network, images)
+        # the average of a network that is not equivariant is: turning the input turns the output
+        assert torch.allclose(dihedral_average(network, torch.rot90(images, 1, (1, 2))), torch.rot90(mean, 1, (1, 2)),
+                              atol=1e-5)
+        assert torch.allclose(dihedral_average(network, images.flip(1)), mean.flip(1), atol=1e-5)
+        assert not torch.allclose(network(torch.rot90(images, 1, (1, 2))), torch.rot90(network(images), 1, (1, 2)),
+                                  atol=1e-3)
+        # an equivariant "network" (pointwise) is left as it is
+        assert torch.allclose(dihedral_average(torch.square, images), images**2, atol=1e-6)
+    raw = images.numpy() * 7.0                          # any units: delens normalises
+    single = delens(model, raw, dihedral=False, device=torch.device("cpu"))
+    with torch.no_grad():
+        expected = network(torch.as_tensor(normalise_lensed(raw.astype(np.float32))[0]))
+    assert np.allclose(single, expected.numpy(), atol=1e-5)
+    averaged = delens(model, raw, device=torch.device("cpu"))
+    assert averaged.shape == single.shape and not np.allclose(averaged, single, atol=1e-4)
+
+
 def test_model_files_round_trip_and_refuse_others(tmp_path):
     cnn = LensCNN(image_size=16, arch="resnet", widths=(4,), dense=8)
     with torch.no_grad():

@@ -484,6 +484,9 @@ def _add_lens_parsers(sub) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="SOURCES.fits (an image, or an N×S×S cube)")
     p.add_argument("--hdu", default=None, help="HDU (index or name) to read; default the first with data")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="images per network batch (default 128)")
+    p.add_argument("--single-pass", action="store_true",
+                   help="one pass of the network per image instead of the mean over its 8 rotations and "
+                        "reflections (8x faster, slightly less accurate)")
 
 
 def _load_network(path: Path, loader: Callable[[Path], Any]) -> Any:
@@ -594,6 +597,7 @@ def _delens_cards(args, unet) -> dict[str, Any]:
         "CONTENT": ("delensed source", "U-Net estimate of the unlensed source"),
         "SRCNORM": ("peak", "peak-normalised: scaled to unit peak"),
         "GRIDCEN": ("optical axis", "grid centred on the optical axis, x = y = 0"),
+        "DIHEDRAL": (not args.single_pass, "mean over the 8 rotations/reflections of the input"),
     }
     scale = ((getattr(unet, "extra", None) or {}).get("source_grid") or {}).get("pixel_scale_arcsec")
     return cards | _grid_cards(size, scale, "source-grid")
@@ -621,7 +625,7 @@ def _run_delens(args) -> int:
     _check_lens_output(args, FITS_SUFFIXES)
     unet = _load_network(args.model, load_unet)
     images, single, _ = _read_stamps(args.input, unet.hparams["image_size"], hdu=args.hdu, hint=LENSED_SIZE_HINT)
-    sources = delens(unet, images, batch_size=args.batch_size)
+    sources = delens(unet, images, batch_size=args.batch_size, dihedral=not args.single_pass)
     _write_fits(args.output, sources[0] if single else sources, _delens_cards(args, unet))
     print(f"delensed {len(sources)} image(s) of {args.input} -> {args.output}")
     return 0

@@ -21,7 +21,6 @@ rule train_vae_bands:
     threads: config["deblend"]["threads"]
     resources:
         gpu=1,
-    priority: 5
     log:
         "logs/train_vae_bands_{bands}.log",
     benchmark:
@@ -51,7 +50,6 @@ rule train_deblender:
     threads: config["deblend"]["threads"]
     resources:
         gpu=1,
-    priority: 5
     log:
         "logs/train_deblender_{bands}.log",
     benchmark:

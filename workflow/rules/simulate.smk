@@ -193,7 +193,6 @@ rule simulate_blends:
         # samples in this shard (the last one takes the remainder)
         n=lambda wc: min(BLEND_SHARD, BLENDS["n_samples"][wc.sample][wc.split] - int(wc.shard) * BLEND_SHARD),
         seed=config["seed"],
-    priority: 5  # the deblending chain (blends, VAE, deblender) is the longest after the big trainings: start it first
     log:
         "logs/simulate_blends/{bands}_{sample}_{split}_{shard}.log",
     benchmark:
@@ -217,7 +216,6 @@ rule gather_blends:
     wildcard_constraints:
         bands="|".join(BLENDS["band_sets"]),
         sample="isolated|blended",
-    priority: 5
     log:
         "logs/gather_blends/{bands}_{sample}_{split}.log",
     benchmark:

@@ -9,7 +9,8 @@ Methods (:data:`METHODS`):
                               (:class:`sourcelens.lensing.OverlapOperator`) with the true lens: the physics
                               route when the lens is known (the PSF is not undone)
 ``backward (CNN lens)``       the same with the lens the CNN predicts: physics + learned, no truth needed
-``U-Net``                     the network (:func:`sourcelens.models.unet.delens`)
+``U-Net``                     the network, averaged over the 8 rotations and reflections of each image
+                              (:func:`sourcelens.models.unet.delens`)
 ``backward (true lens, noiseless)``  the reference: what exact backward mapping gives without noise
 
 Real-galaxy sources carry their own noise in the truth: for them the table adds the SSIM noise ceiling (what a

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from .common import best_device, load_payload, model_inputs, run_batches, save_payload, state_from
 
-__all__ = ["UNet", "save_unet", "load_unet", "delens"]
+__all__ = ["UNet", "save_unet", "load_unet", "dihedral_average", "delens"]
 
 FORMAT = "sourcelens-unet-1"
 
@@ -79,12 +79,34 @@ def load_unet(path: str | Path, map_location: str | torch.device = "cpu") -> UNe
     return state_from(UNet(**payload["hparams"]), payload)
 
 
-def delens(model: UNet, images: np.ndarray, batch_size: int = 128, device: torch.device | None = None
-           ) -> np.ndarray:
-    """Peak-normalised sources (N, S, S) on the model's source grid from lensed images (N, S, S), any units."""
+def dihedral_average(network, images: torch.Tensor) -> torch.Tensor:
+    """The mean of ``network`` over the 8 rotations and reflections of ``images`` (B, S, S), each output turned
+    back: the self-ensemble of a network trained on dihedral copies (both grids centred on the optical axis, so
+    a turned lensed image has the turned source)."""
+    outputs = []
+    for quarter_turns in range(4):
+        for mirrored in (False, True):
+            x = torch.rot90(images, quarter_turns, (1, 2))
+            x = x.flip(2) if mirrored else x
+            y = network(x.contiguous())
+            y = y.flip(2) if mirrored else y
+            outputs.append(torch.rot90(y, -quarter_turns, (1, 2)))
+    return torch.stack(outputs).mean(dim=0)
+
+
+def delens(model: UNet, images: np.ndarray, batch_size: int = 128, device: torch.device | None = None,
+           *, dihedral: bool = True) -> np.ndarray:
+    """Peak-normalised sources (N, S, S) on the model's source grid from lensed images (N, S, S), any units.
+    ``dihedral``: average over the 8 rotations and reflections of each image (:func:`dihedral_average`; on the
+    default run's parametric test sources mean SSIM 0.955 → 0.959, PSNR +0.6 dB, for 8× the inference time)."""
     size = model.hparams["image_size"]
     x = model_inputs(images, size)
     device = device or best_device()
     model = model.to(device).eval()
-    parts = run_batches(lambda b: model(b[:, None])[:, 0].cpu().numpy(), x, batch_size, device)
+
+    def network(b: torch.Tensor) -> torch.Tensor:
+        return model(b[:, None])[:, 0]
+
+    run = (lambda b: dihedral_average(network, b)) if dihedral else network
+    parts = run_batches(lambda b: run(b).cpu().numpy(), x, batch_size, device)
     return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
