@@ -13,6 +13,8 @@
   with residuals;
 - :mod:`.lensing`: lens models, magnification maps, backward mapping (loaded on first use: it
   imports torch).
+- :mod:`.workflow`: the workflow's rule graph for the README (``python -m sourcelens.plots.workflow``; not
+  re-exported: it is drawn from ``snakemake --rulegraph``, not from results).
 
 The coming studies add ``deblend.py`` here, built on :mod:`.style`.
 
