@@ -21,9 +21,9 @@ rng = rng_for(params.seed, "simulate_sr", wc.set, wc.split, wc.shard)
 
 images = meta = None
 if cfg["source"] == "stamps":
-    arrays, meta = read_dataset(snakemake.input[0])
+    arrays, meta = read_dataset(snakemake.input.stamps)
     images, meta = lensing_sources(arrays, meta, params.source_kinds, params.min_observed_snr)
-    log.info("read %d stamps of %s from %s", len(meta), list(params.source_kinds), snakemake.input[0])
+    log.info("read %d stamps of %s from %s", len(meta), list(params.source_kinds), snakemake.input.stamps)
 log.info("simulating %d %s %s super-resolution pairs of set %s (preset %s, %s sources) for split %s, shard %s",
          params.n, wc.lens, wc.noise, wc.set, cfg["preset"], cfg["source"], wc.split, wc.shard)
 out, table = simulate_sr(

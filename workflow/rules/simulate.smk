@@ -43,7 +43,13 @@ rule gather_pairs:
 
 rule simulate_sr:
     input:
-        "results/data/stamps_{split}.h5",
+        # the split's stamps for the sets that lens them (a Sérsic set such as model_i needs none, so it runs
+        # from the start of a run, beside the stamps)
+        unpack(
+            lambda wc: {"stamps": f"results/data/stamps_{wc.split}.h5"}
+            if sr_set(wc.set)["source"] == "stamps"
+            else {}
+        ),
     output:
         temp("results/data/sr/{set}/{lens}_{noise}/{split}/shard_{shard}.h5"),
     params:
