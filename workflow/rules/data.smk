@@ -8,6 +8,7 @@ rule catalogue:
     params:
         sources=config["sources"],
         seed=config["seed"],
+    priority: 20  # the chain to the pairs and the CNN (the longest job): first, before the work that can wait
     log:
         "logs/catalogue.log",
     benchmark:
@@ -34,6 +35,7 @@ rule stamps:
         sources=config["sources"],
         stamps=config["stamps"],
         seed=config["seed"],
+    priority: 20
     log:
         "logs/stamps.log",
     benchmark:
@@ -52,6 +54,7 @@ rule augment:
     params:
         augment=config["augment"],
         seed=config["seed"],
+    priority: 20
     log:
         "logs/augment.log",
     benchmark:
@@ -70,6 +73,7 @@ rule split:
     params:
         fractions=config["split"]["fractions"],
         seed=config["seed"],
+    priority: 20
     log:
         "logs/split.log",
     benchmark:
