@@ -13,7 +13,8 @@ memory do not depend on the weights, the CNN's errors in the reference table do.
 of --pairs, else --n lensed images simulated with ``simulate_pairs`` (EPL + shear, the config's
 ``simulate.pairs``) from synthetic Sérsic-like stamps; repeated (tiled) up to the largest batch where fewer.
 
-1. Throughput: images/s of ``predict_lens_params`` (CNN) and ``delens`` (U-Net), the public calls (image
+1. Throughput: images/s of ``predict_lens_params`` (CNN) and ``delens`` (U-Net: the mean over the 8 rotations and
+   reflections of each image, as the pipeline runs it; "U-Net single pass": one pass), the public calls (image
    normalisation, host-to-device copies and the numpy results included), at each --batches size, with torch
    at 1 thread and at all CPU threads (--threads), and on the GPU when there is one. Each timed run processes
    max(batch, --min-images) images; one warm-up run is excluded and the median of --repeat runs is printed.
@@ -120,7 +121,7 @@ def load_images(args, pairs_cfg: dict) -> tuple[dict, dict, str]:
 
 
 def build_models(args, cfg: dict, size: int) -> tuple[dict, str]:
-    """{'CNN': model, 'U-Net': model} and a description."""
+    """{'CNN': model, 'U-Net': model, 'U-Net single pass': the same model} and a description."""
     torch.manual_seed(0)
     c, u = cfg["cnn"], cfg["unet"]
     cnn = load_cnn(args.cnn) if args.cnn else LensCNN(size, c["arch"], c["widths"], c["dense"]).eval()
@@ -130,13 +131,18 @@ def build_models(args, cfg: dict, size: int) -> tuple[dict, str]:
             raise SystemExit(f"the {name} takes {model.hparams['image_size']}² images, the images are {size}²")
     desc = (f"CNN {'trained, ' + args.cnn if args.cnn else 'untrained (random weights)'} {cnn.hparams}; "
             f"U-Net {'trained, ' + args.unet if args.unet else 'untrained (random weights)'} {unet.hparams}")
-    return {"CNN": cnn, "U-Net": unet}, desc
+    return {"CNN": cnn, "U-Net": unet, SINGLE_PASS: unet}, desc
+
+
+SINGLE_PASS = "U-Net single pass"
 
 
 def run_model(name: str, model, images: np.ndarray, batch: int, device: torch.device):
     if name == "CNN":
         return predict_lens_params(model, images, batch_size=batch, device=device)
-    return delens(model, images, batch_size=batch, device=device)
+    # "U-Net": delens as the pipeline and the CLI run it (the mean over the 8 rotations and reflections of each
+    # image); "U-Net single pass": one pass (`sourcelens delens --single-pass`)
+    return delens(model, images, batch_size=batch, device=device, dihedral=name != SINGLE_PASS)
 
 
 def tiled(images: np.ndarray, n: int) -> np.ndarray:
@@ -404,8 +410,8 @@ def main() -> None:
 
     thread_counts = sorted(set(args.threads or [1, all_threads]))
     rows = throughput(models, images, batches, repeat, min_images, devices, thread_counts)
-    mem = [] if args.no_memory else memory(models, {"CNN": args.cnn, "U-Net": args.unet}, images, batches, devices,
-                                      max(thread_counts))
+    model_files = {"CNN": args.cnn, "U-Net": args.unet, SINGLE_PASS: args.unet}
+    mem = [] if args.no_memory else memory(models, model_files, images, batches, devices, max(thread_counts))
 
     i = args.fit_index
     truth = dict(zip(LENS_PARAMETERS, np.asarray(arrays["lens_params"][i], float)))

@@ -30,3 +30,14 @@ def test_blends_benchmark_quick(repo, tmp_path):
         assert row in out.stdout, out.stdout[-3000:]
     assert "same galaxies as simulate_blends: yes" in out.stdout
     assert not list(tmp_path.iterdir())            # nothing left behind
+
+
+def test_inference_benchmark_quick(repo, tmp_path):
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "inference.py"), "--quick"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for title in ("### Throughput", "### Memory", "### Reference: lenstronomy fit"):
+        assert title in out.stdout, out.stdout[-3000:]
+    for model in ("| CNN |", "| U-Net |", "| U-Net single pass |"):   # delens as run (8 turns) and in one pass
+        assert model in out.stdout, out.stdout[-3000:]
+    assert not list(tmp_path.iterdir())            # nothing left behind
