@@ -554,7 +554,7 @@ def test_scripts_simulate_and_gather(tmp_path, config):
     sr = sr_set_config(cfg["simulate"]["sr"], "broad")
     sr.update(low_res_num_pix=16, low_res_pixel_scale_arcsec=0.2)
     _run_script(
-        "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr.log")],
+        "simulate_sr.py", input=SimpleNamespace(stamps=str(stamps)), output=[str(sr_out)], log=[str(tmp_path / "sr.log")],
         wildcards=SimpleNamespace(set="broad", lens="SIS", noise="noisy", split="val", shard="0"),
         params=SimpleNamespace(sr=sr, source_kinds=["parametric"], min_observed_snr=None, n=2, seed=cfg["seed"]), config=cfg,
     )
@@ -567,7 +567,7 @@ def test_scripts_simulate_and_gather(tmp_path, config):
     real = sr_set_config(cfg["simulate"]["sr"], "real")
     real.update(low_res_num_pix=16, low_res_pixel_scale_arcsec=0.2)
     _run_script(
-        "simulate_sr.py", input=[str(stamps)], output=[str(sr_out)], log=[str(tmp_path / "sr2.log")],
+        "simulate_sr.py", input=SimpleNamespace(stamps=str(stamps)), output=[str(sr_out)], log=[str(tmp_path / "sr2.log")],
         wildcards=SimpleNamespace(set="real", lens="SIE", noise="noiseless", split="val", shard="0"),
         params=SimpleNamespace(sr=real, source_kinds=["parametric"], min_observed_snr=None, n=3, seed=cfg["seed"]), config=cfg,
     )
