@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     dot, out = Path(args[0]), Path(args[1])
     graph = parse_rulegraph(dot.read_text())
     fig = rule_graph(graph, title=f"sourcelens: {graph.number_of_nodes()} rules (snakemake --rulegraph)")
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    fig.savefig(tmp, metadata={"Date": None} if out.suffix == ".svg" else None)
-    tmp.replace(out)
+    from ..io import save_figure
+
+    save_figure(fig, out)
     return 0
 
 
