@@ -113,6 +113,33 @@ def test_fit_stamp_and_cube(tmp_path, model_path, capsys):
     assert fits.getdata(tmp_path / "f1.fits").shape == (SIZE, SIZE)
 
 
+def test_fit_with_posterior(tmp_path, model_path, capsys):
+    """--posterior laplace writes per-pixel mean and std maps that hold the truth as often as they claim."""
+    rng = np.random.default_rng(4)
+    sigma = 0.05
+    z_true = rng.normal(0.0, 1.0, (3, LATENT))
+    truth = _decoder_truth(model_path, z_true, np.array([3.0, 2.0, 2.5]), np.array([[0.3, 0.1], [0.0, -0.2], [0.2, 0.2]]))
+    cube = _write(tmp_path / "cube.fits", truth + rng.normal(0, sigma, truth.shape))
+    out = tmp_path / "post.fits"
+    assert main(["vae", "fit", str(model_path), str(cube), "--sigma", str(sigma), "-o", str(out),
+                 "--posterior", "laplace", "--samples", "100"]) == 0
+    assert "POSTERIOR_STD" in capsys.readouterr().out
+    with fits.open(out) as hdul:
+        mean, std = hdul["POSTERIOR_MEAN"].data.astype(float), hdul["POSTERIOR_STD"].data.astype(float)
+        model, table = hdul[0].data.astype(float), hdul["FIT"].data
+        assert hdul["POSTERIOR_STD"].header["METHOD"] == "laplace"
+        assert table["z_std"].shape == (3, LATENT) and np.all(table["flux_std"] > 0)
+    assert mean.shape == std.shape == truth.shape and np.all(std >= 0)
+    assert np.abs(mean - model).max() < 0.5 * sigma          # the mean of draws about the fit is the fit
+    galaxy = truth > 0.05 * truth.max(axis=(1, 2), keepdims=True)
+    inside = np.abs(truth - mean) <= 2 * std
+    assert 0.8 < inside[galaxy].mean() <= 1.0, inside[galaxy].mean()
+    assert main(["vae", "fit", str(model_path), str(cube), "--sigma", str(sigma), "-o", str(tmp_path / "x.fits"),
+                 "--posterior", "laplace", "--samples", "1"]) == 1
+    assert "--samples must be at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "x.fits").exists()
+
+
 def test_output_directory_and_missing_hdu(tmp_path, model_path, capsys):
     """-o naming a directory and --hdu naming an HDU the file lacks get messages, not tracebacks."""
     stamp = _write(tmp_path / "stamp.fits", _galaxy())

@@ -123,3 +123,39 @@ rule fit_lensed:
         "../../envs/sourcelens.yaml"
     script:
         "../../scripts/fit_lensed.py"
+
+
+rule posterior_vae:
+    input:
+        model="results/models/vae.pt",
+        test="results/data/stamps_test.h5",
+    output:
+        metrics="results/metrics/posterior_vae.csv",
+        table=report(
+            "results/tables/posterior_calibration.csv",
+            caption="../report/posterior_calibration.rst",
+            category="VAE (study 000)",
+        ),
+        maps=report(
+            "results/figures/posterior_maps.png", caption="../report/posterior_maps.rst", category="VAE (study 000)"
+        ),
+        calibration=report(
+            "results/figures/posterior_calibration.png",
+            caption="../report/posterior_calibration.rst",
+            category="VAE (study 000)",
+        ),
+    params:
+        fit=config["fit"],
+        posterior=config["posterior"],
+        pairs=config["simulate"]["pairs"],
+        source_kinds=config["simulate"]["source_kinds"],
+        seed=config["seed"],
+    threads: 1  # seconds per galaxy in the table are per core
+    log:
+        "logs/posterior_vae.log",
+    benchmark:
+        "benchmarks/posterior_vae.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/posterior_vae.py"

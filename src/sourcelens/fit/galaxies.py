@@ -22,7 +22,7 @@ from .profiles import fit_sersic, fit_sersic_shapelets
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GalaxyFits", "add_noise_to_level", "fit_test_galaxies"]
+__all__ = ["GalaxyFits", "add_noise_to_level", "fit_test_galaxies", "noisy_test_galaxies"]
 
 
 def add_noise_to_level(images: np.ndarray, own_sigma, target_sigma: float, rng: np.random.Generator
@@ -54,19 +54,28 @@ class GalaxyFits:
     summary: pd.DataFrame
 
 
-def fit_test_galaxies(test_path: str | Path, vae, cfg: Mapping[str, Any], rng: np.random.Generator, *,
-                      bright_snr: float | None = None, ceiling_draws: int = 8, progress: bool = False) -> GalaxyFits:
-    """Fit the first ``cfg["n_galaxies"]`` originals (linear in flux) of a stamps file by source id (``cfg``: the
-    ``fit`` config section) after bringing their noise up to ``cfg["noise_sigma"]`` with ``rng``; the summary
-    has each kind's galaxies at S/N ≥ ``bright_snr`` apart."""
-    rows = first_originals(read_meta(test_path), int(cfg["n_galaxies"]), linear_only=True)
+def noisy_test_galaxies(test_path: str | Path, n_galaxies: int, noise_sigma: float, rng: np.random.Generator
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, pd.DataFrame, np.ndarray]:
+    """The first ``n_galaxies`` originals (linear in flux) of a stamps file by source id, every kind in turn, their
+    noise brought up to ``noise_sigma`` with ``rng``: (data, sigma per galaxy, noiseless truth or None (NaN where
+    unknown: real galaxies), meta (``noise_sigma``: the stamps' own noise), the stamps before the added noise)."""
+    rows = first_originals(read_meta(test_path), int(n_galaxies), linear_only=True)
     if len(rows) == 0:
         raise ValueError(f"{test_path}: no original (un-augmented) stamps to fit")
     arrays, meta = read_dataset(test_path, index=rows)
     stamps = arrays["images"].astype(np.float64)
     truth = arrays["images_noiseless"].astype(np.float64) if "images_noiseless" in arrays else None
     data, sigma = add_noise_to_level(stamps, meta["noise_sigma"].to_numpy(dtype=float) if "noise_sigma" in meta
-                                     else np.zeros(len(meta)), float(cfg["noise_sigma"]), rng)
+                                     else np.zeros(len(meta)), float(noise_sigma), rng)
+    return data, sigma, truth, meta, stamps
+
+
+def fit_test_galaxies(test_path: str | Path, vae, cfg: Mapping[str, Any], rng: np.random.Generator, *,
+                      bright_snr: float | None = None, ceiling_draws: int = 8, progress: bool = False) -> GalaxyFits:
+    """Fit the first ``cfg["n_galaxies"]`` originals (linear in flux) of a stamps file by source id (``cfg``: the
+    ``fit`` config section) after bringing their noise up to ``cfg["noise_sigma"]`` with ``rng``; the summary
+    has each kind's galaxies at S/N ≥ ``bright_snr`` apart."""
+    data, sigma, truth, meta, _ = noisy_test_galaxies(test_path, int(cfg["n_galaxies"]), float(cfg["noise_sigma"]), rng)
     log.info("fitting %d galaxies (requested %d); sigma %.3g..%.3g", len(data), cfg["n_galaxies"],
              sigma.min(), sigma.max())
     lbfgs = {"max_iter": int(cfg["max_iter"]), "tolerance_change": float(cfg["tolerance_change"]),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ from .scenes import DTYPE, LensedScenes, imaging_problem, simulate_lensed, true_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "lensed_test_scenes", "fit_decoder_lensed", "source_metrics", "fit_lensed_all",
+__all__ = ["METHODS", "lensed_test_scenes", "decoder_lensing", "fit_decoder_lensed", "source_metrics", "fit_lensed_all",
            "summary_table", "median_galaxy"]
 
 METHODS = ("decoder", "sersic", "shapelets", "pixelated")
@@ -88,6 +88,27 @@ def _decoder_stamps(images: np.ndarray, pixel_scale: np.ndarray, decoder_scale: 
     return (stamp / peak).clamp(min=0).numpy()
 
 
+def decoder_lensing(problem: ImagingProblem, image_size: int) -> tuple[Callable, Callable, np.ndarray]:
+    """How a decoded stamp (``image_size`` pixels spanning each scene's evaluation grid) is seen in the scenes of
+    ``problem``: ``forward(source, index)``, the images of rendered sources (flux per decoder pixel) through
+    the lenses of galaxies ``index``; ``on_grid(source, index)``, the sources as flux per pixel of the
+    evaluation grid (where the true source is compared); and the decoder's pixel scale (B,) arcsec."""
+    pix, m = problem.grid_pixel_scale.numpy(), problem.grid[0].shape[-1]
+    decoder_scale = pix * m / image_size
+    dscale = torch.as_tensor(decoder_scale, dtype=DTYPE)[:, None, None]
+
+    def forward(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return problem.image(pixelated(*problem.rays_of(index), source.to(DTYPE), dscale[index]))
+
+    def on_grid(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ex, ey = problem.grid
+        if ex.ndim == 3:
+            ex, ey = ex[index], ey[index]
+        return pixelated(ex, ey, source.to(DTYPE), dscale[index]) * problem.grid_pixel_scale[index, None, None] ** 2
+
+    return forward, on_grid, decoder_scale
+
+
 def fit_decoder_lensed(vae: torch.nn.Module, problem: ImagingProblem, start_source: np.ndarray | None = None, *,
                        init: str = "encoder", max_iter: int = 200, prior_weight: float = 1.0,
                        tolerance_change: float = 5e-3, patience: int = 2, interpolation: str = "bicubic",
@@ -100,9 +121,8 @@ def fit_decoder_lensed(vae: torch.nn.Module, problem: ImagingProblem, start_sour
     ``info``: ``z``, ``flux``, ``center`` (B, 2) arcsec, ``scale``, ``n_iter``, ``status``, ``preconditioner``.
     """
     b = len(problem)
-    pix, m = problem.grid_pixel_scale.numpy(), problem.grid[0].shape[-1]
-    decoder_scale = pix * m / vae.image_size         # (B,) arcsec per decoder pixel
-    dscale = torch.as_tensor(decoder_scale, dtype=DTYPE)[:, None, None]
+    pix = problem.grid_pixel_scale.numpy()
+    forward, on_grid, decoder_scale = decoder_lensing(problem, vae.image_size)
     if centre0 is None:
         mo = image_moments(start_source, pix) if start_source is not None else None
         centre0 = np.stack([mo["cx"], mo["cy"]], 1) if mo is not None else np.zeros((b, 2))
@@ -111,18 +131,12 @@ def fit_decoder_lensed(vae: torch.nn.Module, problem: ImagingProblem, start_sour
     if z0 is None and init == "encoder" and start_source is not None:
         encoder_input = _decoder_stamps(start_source, pix, decoder_scale, vae.image_size, centre0)
 
-    def forward(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Images of rendered sources (flux per decoder pixel) seen through the lenses of galaxies ``index``."""
-        return problem.image(pixelated(*problem.rays_of(index), source, dscale[index]))
-
     fit = fit_decoder(vae, problem.data.numpy(), problem.sigma.numpy(), init=init, max_iter=max_iter,
                       prior_weight=prior_weight, tolerance_change=tolerance_change, patience=patience,
                       forward=forward, z0=z0, offset0=centre0 / decoder_scale[:, None], encoder_input=encoder_input,
                       dtype=DTYPE, interpolation=interpolation)
-    ex, ey = problem.grid
     with torch.no_grad():
-        source = pixelated(ex, ey, torch.as_tensor(fit.source, dtype=DTYPE), dscale)
-        source = source * problem.grid_pixel_scale[:, None, None] ** 2
+        source = on_grid(torch.as_tensor(fit.source, dtype=DTYPE), torch.arange(b))
     return FitResult("decoder", fit.model, source.numpy(), fit.chi2, fit.n_params, fit.seconds,
                      {"z": fit.z, "flux": fit.flux, "center": fit.offset * decoder_scale[:, None], "scale": fit.scale,
                       "n_iter": fit.n_iter, "status": fit.status, "preconditioner": fit.preconditioner})

@@ -7,6 +7,7 @@
 - :mod:`.training`: learning curves of staged trainings;
 - :mod:`.vae`: VAE reconstructions, prior samples, latent interpolation;
 - :mod:`.fits`: galaxy fits, unlensed and lensed;
+- :mod:`.posterior`: posterior mean and std maps of decoder fits, the calibration of their intervals;
 - :mod:`.cnn`: the lens-parameter CNN: predicted vs true, residuals vs S/N and theta_E, calibration;
 - :mod:`.delensing`: delensing examples per method, U-Net examples, metrics vs S/N and theta_E;
 - :mod:`.super_resolution`: super-resolution (studies 001 and 004): every method against the S/N, examples
@@ -37,6 +38,7 @@ from .cnn import cnn_calibration, cnn_predictions, cnn_residuals
 from .data import filter_table_figure, source_diversity, stamps_by_kind
 from .delensing import delensing_examples, delensing_vs_snr, unet_examples
 from .fits import fit_comparison, fit_comparison_lensed
+from .posterior import posterior_calibration, posterior_maps
 from .simulations import example_labels, format_lens_params, lens_parameter_histograms, pair_examples, sr_examples
 from .style import asinh_norm, asinh_ticks
 from .super_resolution import sr_method_examples, sr_noise_limit
@@ -52,6 +54,7 @@ __all__ = [
     "learning_curve",
     "vae_reconstructions", "image_gallery", "latent_interpolation",
     "fit_comparison", "fit_comparison_lensed",
+    "posterior_maps", "posterior_calibration",
     "cnn_predictions", "cnn_residuals", "cnn_calibration",
     "delensing_examples", "unet_examples", "delensing_vs_snr",
     "sr_noise_limit", "sr_method_examples",
