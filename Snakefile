@@ -39,6 +39,7 @@ include: "workflow/rules/vae.smk"
 include: "workflow/rules/cnn_unet.smk"
 include: "workflow/rules/sr.smk"
 include: "workflow/rules/deblend.smk"
+include: "workflow/rules/apply.smk"
 
 
 rule all:

@@ -178,11 +178,19 @@ def test_profile_submits_gpu_rules_with_gpus(slurm_cluster, tmp_path):
 @pytest.mark.skipif(not TINY_CONFIG.is_file(), reason="config/tiny.yaml does not exist yet")
 def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
     """The tiny config end to end: all jobs via sbatch, outputs in tmp_path only."""
-    configs = [str(p) for p in (MAIN_CONFIG, TINY_CONFIG) if p.is_file()]
+    # and a user catalogue (a FITS cube) encoded by the trained VAE in two shard jobs (sourcelens.apply)
+    import numpy as np
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.random.default_rng(0).uniform(0.01, 1.0, (4, 32, 32)).astype(np.float32)).writeto(
+        tmp_path / "catalogue.fits")
+    apply_cfg = tmp_path / "apply.yaml"
+    apply_cfg.write_text("apply:\n  shard_size: 2\n  catalogues:\n    cube: {path: catalogue.fits, task: encode}\n")
+    configs = [str(p) for p in (MAIN_CONFIG, TINY_CONFIG, apply_cfg) if p.is_file()]
     # `configfile: "config/config.yaml"` in the Snakefile is resolved against the
     # working directory (tmp_path), where it does not exist; Snakemake then
     # relies on the --configfile files given here.
-    args = ["--snakefile", str(REPO / "Snakefile"), "--configfile", *configs]
+    args = ["--snakefile", str(REPO / "Snakefile"), "all", "results/apply/cube.h5", "--configfile", *configs]
     proc = run_snakemake(tmp_path, *args)
     assert proc.returncode == 0, fail_msg(proc, tmp_path)
 
@@ -195,6 +203,8 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
     # gather and figure rules are local rules: they run on the submit host, never through sbatch
     submitted_rules = {info["rule"] for info in jobs.values()}
     assert "simulate_pairs" in submitted_rules and "train_vae" in submitted_rules
+    assert "posterior_vae" in submitted_rules
+    assert sum(info["rule"] == "apply_shard" for info in jobs.values()) == 2 and "apply_gather" not in submitted_rules
     assert not {r for r in submitted_rules if r.startswith(("gather_", "plot_")) or r == "lensing_demo"}
 
     # Results were written in tmp_path, and the workflow is complete.

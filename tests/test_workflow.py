@@ -28,6 +28,29 @@ def write_config(path: Path, data: dict) -> Path:
     return path
 
 
+def test_slurm_profile_lists_every_submitted_rule():
+    """Every rule that SLURM runs (all but the local rules) has its memory and runtime in the SLURM profile, and
+    every GPU rule asks SLURM for a GPU there."""
+    import re
+
+    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    resources = profile["set-resources"]
+    submitted, gpu = set(), set()
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule \w+:)", smk.read_text()):
+            m = re.match(r"rule (\w+):", block)
+            if not m or "localrule: True" in block:
+                continue
+            submitted.add(m.group(1))
+            if re.search(r"^\s+gpu=1,", block, re.M):
+                gpu.add(m.group(1))
+    assert {"train_vae", "posterior_vae", "apply_shard", "simulate_pairs"} <= submitted
+    assert not submitted - set(resources), f"rules without SLURM resources: {sorted(submitted - set(resources))}"
+    for rule in submitted:
+        assert {"mem_mb", "runtime"} <= set(resources[rule]), rule
+    assert gpu and all(resources[r].get("gpu") == 1 for r in gpu), {r: resources[r] for r in gpu}
+
+
 def test_lint_clean(tmp_path):
     res = run_snakemake(tmp_path, "--lint")
     assert res.returncode == 0, res.stderr + res.stdout
@@ -121,6 +144,7 @@ def test_tiny_end_to_end(tmp_path):
     _check_sr(results, tiny)
     # shard files were temporary
     assert not list((results / "data" / "pairs").rglob("shard_*.h5"))
+    _check_apply(tmp_path, results)
 
     # rerunning the simulation rules gives byte-identical arrays
     before = _arrays(results / "data" / f"pairs_{lens}_train.h5")
@@ -225,6 +249,64 @@ def _check_vae_and_fits(results: Path, tiny: dict) -> None:
     assert np.isfinite(lensed.drop(columns=["kind", "method"]).to_numpy(dtype=float)).all()
     assert lensed["source_ssim_median"].between(-1, 1).all() and (lensed["chi2_nu_median"] > 0.3).all()
     _check_provenance(results / "tables" / "fit_lensed.csv", tiny)
+
+    # posteriors of the decoder fits: every set, both methods, every level, real galaxies first among the stamps
+    post = pd.read_csv(results / "tables" / "posterior_calibration.csv", comment="#")
+    pcfg = tiny["posterior"]
+    assert list(pd.unique(post["set"])) == ["model", "stamps", "lensed"]
+    assert post.loc[post["set"] == "stamps", "kind"].iloc[0] == "cosmos"
+    assert set(post["method"]) == set(pcfg["methods"]) == {"laplace", "nuts"}
+    assert sorted(set(post["level"])) == [0.2, 0.4, 0.6, 0.68, 0.8, 0.9, 0.95]
+    assert post["coverage_galaxy"].between(0, 1).all() and post["coverage_all"].between(0, 1).all()
+    assert post.loc[post["set"] == "lensed", "coverage_image"].between(0, 1).all()
+    nuts = post[post["method"] == "nuts"]
+    assert (nuts["galaxies"] == pcfg["nuts"]["n_galaxies"]).all() and (nuts["parameter_std_ratio"] > 0).all()
+    per = pd.read_csv(results / "metrics" / "posterior_vae.csv", comment="#")
+    lap = per[(per["method"] == "laplace") & (per["level"] == 0.68)]
+    assert lap.groupby("set")["galaxy"].nunique().to_dict() == {
+        "model": pcfg["n_galaxies"]["model"], "stamps": min(pcfg["n_galaxies"]["stamps"], n_orig),
+        "lensed": min(pcfg["n_galaxies"]["lensed"], n_lensable)}
+    # coverage never falls as the level rises
+    for _, rows in post.groupby(["set", "kind", "method"]):
+        assert np.all(np.diff(rows.sort_values("level")["coverage_galaxy"].to_numpy()) >= -1e-12)
+    for f in ("posterior_maps.png", "posterior_calibration.png"):
+        assert (results / "figures" / f).stat().st_size > 10_000
+    _check_provenance(results / "tables" / "posterior_calibration.csv", tiny)
+
+
+def _check_apply(workdir: Path, results: Path) -> None:
+    """A user catalogue (a FITS cube of test stamps) through the trained VAE in shards, gathered in row order: the
+    encodings equal the VAE's own of the same stamps, the fits carry their posterior."""
+    from astropy.io import fits
+
+    from sourcelens.io import read_dataset
+    from sourcelens.models import encode_images, load_vae
+
+    with h5py.File(results / "data" / "stamps_test.h5", "r") as fh:
+        stamps = np.asarray(fh["images"][:5], dtype=np.float32)
+    fits.PrimaryHDU(stamps).writeto(workdir / "catalogue.fits")
+    cfg = write_config(workdir / "apply.yaml", {"apply": {"shard_size": 2, "catalogues": {
+        "enc": {"path": "catalogue.fits", "task": "encode"},
+        "post": {"path": "catalogue.fits", "task": "fit_posterior", "sigma": 0.05, "max_iter": 5, "n_samples": 4}}}})
+    res = run_snakemake(workdir, "--cores", "2", "results/apply/enc.h5", "results/apply/post.h5",
+                        configs=(REPO / "config" / "tiny.yaml", cfg))
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert (res.stdout + res.stderr).count("rule apply_shard") == 6     # 3 shards of 2 rows per catalogue
+    arrays, meta = read_dataset(results / "apply" / "enc.h5")
+    assert meta["row"].tolist() == [0, 1, 2, 3, 4]
+    vae = load_vae(results / "models" / "vae.pt")
+    peaks = stamps.max(axis=(1, 2))
+    np.testing.assert_allclose(arrays["z"], encode_images(vae, stamps / peaks[:, None, None])[0], rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(meta["peak"], peaks, rtol=1e-6)
+    arrays, meta = read_dataset(results / "apply" / "post.h5")
+    assert arrays["source_std"].shape == stamps.shape and (arrays["source_std"] >= 0).all()
+    assert (meta["flux_std"] > 0).all() and np.isfinite(meta["chi2_nu"]).all()
+    assert not list((results / "apply").rglob("shard_*.h5"))          # shards were temporary
+    # a catalogue that does not exist is named before any job
+    bad = write_config(workdir / "bad.yaml", {"apply": {"catalogues": {"x": {"path": "nope.h5", "task": "encode"}}}})
+    res = run_snakemake(workdir, "--cores", "1", "--dry-run", configs=(REPO / "config" / "tiny.yaml", bad))
+    assert res.returncode != 0 and "apply/catalogues/x/path" in res.stderr + res.stdout
 
 
 def _check_cnn_unet(results: Path, tiny: dict) -> None:

@@ -155,3 +155,52 @@ def deblend_targets():
         "results/figures/deblending_shear_bias.png",
         "results/figures/deblending_examples.png",
     ] + expand("results/figures/deblend_{net}_{bands}_learning_curve.png", net=("vae", "deblender"), bands=band_sets)
+
+
+# trained models applied to users' catalogues in shards (workflow/rules/apply.smk; sourcelens.apply)
+APPLY = config["apply"]["catalogues"]
+
+
+def _apply_shards_of(name):
+    from sourcelens.apply import count_stamps, shard_ranges
+
+    if APPLY[name]["task"] in ("fit", "fit_posterior") and "sigma" not in APPLY[name]:
+        raise ValueError(f"config key 'apply/catalogues/{name}/sigma': task {APPLY[name]['task']} needs the stamps' "
+                         "noise sigma")
+    try:
+        n = count_stamps(APPLY[name]["path"])
+    except (FileNotFoundError, ValueError) as err:
+        raise ValueError(f"config key 'apply/catalogues/{name}/path': {err}") from err
+    return shard_ranges(n, int(config["apply"]["shard_size"]))
+
+
+_APPLY_SHARDS = {name: _apply_shards_of(name) for name in APPLY}
+
+
+def apply_model(name):
+    """The model file of a catalogue's task: its own `model`, else the workflow's trained one."""
+    from sourcelens.apply import MODEL_OF_TASK
+
+    return APPLY[name].get("model") or f"results/models/{MODEL_OF_TASK[APPLY[name]['task']]}.pt"
+
+
+def apply_rows(name, shard):
+    """Rows [start, stop) of shard number `shard` of catalogue `name`."""
+    return list(_APPLY_SHARDS[name][int(shard)])
+
+
+def apply_options(name):
+    """The task's options from the catalogue's config (sigma, max_iter, n_samples) and its seed."""
+    from sourcelens.config import derive_seed
+
+    entry = APPLY[name]
+    opts = {k: entry[k] for k in ("sigma", "max_iter") if k in entry}
+    if entry["task"] == "fit_posterior":
+        opts["n_samples"] = entry.get("n_samples", 100)
+        opts["seed"] = int(derive_seed(config["seed"], "apply_shard", name).generate_state(1)[0])
+    return opts
+
+
+def apply_shards(wildcards):
+    return expand("results/apply/{name}/shard_{shard}.h5", name=wildcards.name,
+                  shard=range(len(_APPLY_SHARDS[wildcards.name])))

@@ -25,7 +25,7 @@ log = logging.getLogger("sourcelens.train")
 
 PROGRESS_FILE = "progress.json"
 # settings that choose where and how fast training runs, not what it computes: outside the fingerprint
-RUNTIME_KEYS = frozenset({"accelerator", "num_workers", "checkpoint_dir", "threads"})
+RUNTIME_KEYS = frozenset({"accelerator", "num_workers", "checkpoint_dir", "threads", "devices"})
 
 
 def dataset_fingerprint(data: Dataset) -> str:

@@ -20,6 +20,7 @@ import contextlib
 from typing import Iterator
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Sampler
@@ -54,6 +55,38 @@ class EpochSampler(Sampler[int]):
         return self.n
 
 
+class EpochBatchSampler(Sampler[list[int]]):
+    """The batches of :class:`EpochSampler`'s order for one of ``world_size`` data-parallel processes: each
+    global batch of ``batch_size`` items is cut into ``world_size`` consecutive parts and this process (its
+    rank in the default process group, 0 outside one) takes its part, so the processes together see exactly
+    the batches of one process (a final batch too small to give every process an item is dropped)."""
+
+    def __init__(self, n: int, seed: int, batch_size: int, world_size: int):
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
+        self.sampler = EpochSampler(n, seed)   # `sampler`: where Lightning sets the epoch of a batch sampler
+        self.batch_size, self.world_size = int(batch_size), int(world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        order = list(self.sampler)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if len(batch) < self.world_size:
+                return
+            cuts = np.linspace(0, len(batch), self.world_size + 1).round().astype(int)
+            yield batch[cuts[rank]:cuts[rank + 1]]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.sampler.n, self.batch_size)
+        return full + (rest >= self.world_size)
+
+
 class ReseedEachBatch(Callback):
     """Reseeds torch, numpy and ``random`` from (stage seed, epoch, batch) before every training batch."""
 
@@ -86,4 +119,4 @@ def torch_settings_restored() -> Iterator[None]:
         torch.backends.cudnn.benchmark = benchmark
 
 
-__all__ = ["EpochSampler", "ReseedEachBatch", "derived_seed", "epoch_seed", "torch_settings_restored"]
+__all__ = ["EpochBatchSampler", "EpochSampler", "ReseedEachBatch", "derived_seed", "epoch_seed", "torch_settings_restored"]

@@ -43,7 +43,9 @@ class AdamPlateauModule(L.LightningModule):
         self.to(memory_format=torch.channels_last)
 
     def log_train(self, loss: torch.Tensor, n: int) -> None:
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        # data-parallel processes each see a part of the batch: their mean is the batch's loss
+        sync = self.trainer.world_size > 1
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=sync)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=n)
 
     def configure_optimizers(self):

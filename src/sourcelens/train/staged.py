@@ -19,7 +19,14 @@ Each case is logged as a warning naming the file.
 
 A model's config block needs ``stages`` (each with ``epochs`` and whatever its module factory reads),
 ``batch_size``, ``early_stopping_patience``, and optionally ``accelerator`` (auto, cpu, gpu),
-``num_workers`` and ``checkpoint_dir``; those three are not part of the fingerprint. ``precision``
+``num_workers``, ``checkpoint_dir`` and ``devices``; those four are not part of the fingerprint.
+
+``devices`` > 1 trains with distributed data parallel (DDP) on that many GPUs (or CPU processes) of one node:
+Lightning spawns one process per device (gloo on CPUs, NCCL on GPUs), each takes an equal, consecutive part of
+every batch of the one-process order (:class:`.determinism.EpochBatchSampler`: the global batch stays
+``batch_size``), and the gradients are averaged, so the loss curve is that of one process up to float
+reduction order (tests/test_ddp.py; random augmentations and dropout draw differently per process). Under
+SLURM, ask the job for as many GPUs (the slurm profile's ``gpu:``). ``precision``
 (:func:`resolve_precision`; part of the fingerprint): ``auto`` trains in bf16 mixed precision on a GPU and in
 float32 on the CPU; ``bf16-mixed`` also on a CPU that computes bf16 natively (AVX512-BF16 or AMX: about
 1.8× faster for the U-Net here), falling back to float32 elsewhere, where bf16 is emulated and slower.
@@ -44,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .callbacks import ExactResume, MetricsHistory
 from .checkpoints import fingerprint, open_progress, read_checkpoint, write_progress
-from .determinism import EpochSampler, ReseedEachBatch, derived_seed, torch_settings_restored
+from .determinism import EpochBatchSampler, EpochSampler, ReseedEachBatch, derived_seed, torch_settings_restored
 
 log = logging.getLogger("sourcelens.train")
 
@@ -201,6 +208,17 @@ def _resume_point(stage_dir: Path, name: str) -> Path | None:
     return None
 
 
+def _strategy(devices: int, accelerator: str):
+    """Lightning's strategy: one process ("auto"), or for ``devices`` > 1 distributed data parallel with the
+    processes spawned by Lightning inside this job (the rest of the calling script runs once, in this
+    process), gloo on CPUs and NCCL on GPUs."""
+    if devices <= 1:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(start_method="spawn", process_group_backend="gloo" if accelerator == "cpu" else "nccl")
+
+
 def _fit_stage(module: L.LightningModule, stage: Mapping[str, Any], index: int, name: str,
                train_data: Dataset, val_data: Dataset, settings: Mapping[str, Any], checkpoint_dir: Path,
                stage_seed: int, accelerator: str, labels: Sequence[str], metrics: Sequence[str], monitor: str,
@@ -211,8 +229,18 @@ def _fit_stage(module: L.LightningModule, stage: Mapping[str, Any], index: int, 
     if resume is not None:
         log.info("%s: resuming from %s", name, resume)
     batch_size, num_workers = int(settings["batch_size"]), int(settings.get("num_workers", 0))
-    train_loader = DataLoader(train_data, batch_size=batch_size, sampler=EpochSampler(len(train_data), stage_seed),
-                              num_workers=num_workers, persistent_workers=num_workers > 0)
+    devices = int(settings.get("devices", 1))
+    if devices > 1:   # data-parallel: each process takes its part of every batch of the one-process order
+        if batch_size % devices:
+            raise ValueError(f"batch_size {batch_size} must be divisible by devices {devices} (each of the "
+                             "data-parallel processes takes an equal part of every batch)")
+        train_loader = DataLoader(train_data, batch_sampler=EpochBatchSampler(len(train_data), stage_seed,
+                                                                              batch_size, devices),
+                                  num_workers=num_workers, persistent_workers=num_workers > 0)
+    else:
+        train_loader = DataLoader(train_data, batch_size=batch_size,
+                                  sampler=EpochSampler(len(train_data), stage_seed),
+                                  num_workers=num_workers, persistent_workers=num_workers > 0)
     val_loader = DataLoader(val_data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             persistent_workers=num_workers > 0)
     history = MetricsHistory(index, {k: stage[k] for k in labels}, metrics)
@@ -228,13 +256,14 @@ def _fit_stage(module: L.LightningModule, stage: Mapping[str, Any], index: int, 
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
         trainer = L.Trainer(
-            max_epochs=int(stage["epochs"]), accelerator=accelerator, devices=1,
+            max_epochs=int(stage["epochs"]), accelerator=accelerator, devices=devices,
+            strategy=_strategy(devices, accelerator),
             precision=resolve_precision(str(settings.get("precision", "auto")), accelerator),
             deterministic=True if accelerator == "cpu" else "warn",
             callbacks=[history, ReseedEachBatch(stage_seed), ExactResume(), stopping, checkpoint, latest,
                        TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 4))],
             logger=CSVLogger(save_dir=stage_dir, name="csv", flush_logs_every_n_steps=1),
-            plugins=[LightningEnvironment()],  # one process, one device: no SLURM/MPI auto-detection
+            plugins=[LightningEnvironment()],  # processes of this node only: no SLURM/MPI auto-detection
             use_distributed_sampler=False,     # keep EpochSampler
             default_root_dir=stage_dir, num_sanity_val_steps=0, log_every_n_steps=1,
             enable_model_summary=model_summary and resume is None,
@@ -246,7 +275,15 @@ def _fit_stage(module: L.LightningModule, stage: Mapping[str, Any], index: int, 
     if checkpoint.best_model_path:
         module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"])
     score = checkpoint.best_model_score
+    if devices > 1:   # the callbacks ran in the spawned processes: their state is in the last checkpoint
+        state = torch.load(stage_dir / "last.ckpt", map_location="cpu", weights_only=False)["callbacks"]
+        history.load_state_dict(state.get(history.state_key, {}))
+        stopping.stopped_epoch = next((v.get("stopped_epoch", 0) for k, v in state.items()
+                                       if k.startswith("EarlyStopping")), 0)
+        score = None
     finite = [r for r in history.rows if not math.isnan(r[monitor])]
+    if score is None and finite:
+        score = min(r[monitor] for r in finite)
     record = {
         "stage": index, **{k: stage[k] for k in labels}, "max_epochs": int(stage["epochs"]),
         "epochs_run": len(history.rows),
