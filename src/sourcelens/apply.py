@@ -109,7 +109,7 @@ def read_stamps(path: str | Path, start: int, stop: int) -> tuple[np.ndarray, pd
 
 
 def apply_to_stamps(task: str, model, images: np.ndarray, *, sigma: float | None = None, max_iter: int = 200,
-                    n_samples: int = 100, seed: int = 0) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+                    n_samples: int = 100, seed: int = 0, chunk_size: int | None = None) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Apply ``task`` (:data:`TASKS`) with a loaded ``model`` to stamps (n, S, S): (arrays, per-stamp scalars)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
@@ -129,7 +129,8 @@ def apply_to_stamps(task: str, model, images: np.ndarray, *, sigma: float | None
         raise ValueError(f"task {task!r} needs a positive noise sigma, got {sigma!r}")
     from .fit.decoder import fit_decoder
 
-    fit = fit_decoder(model, images, float(sigma), max_iter=max_iter, encoder_input=images / peaks[:, None, None])
+    fit = fit_decoder(model, images, float(sigma), max_iter=max_iter, encoder_input=images / peaks[:, None, None],
+                      chunk_size=chunk_size)
     table = pd.DataFrame({"flux": fit.flux, "dx": fit.offset[:, 0], "dy": fit.offset[:, 1], "scale": fit.scale,
                           "chi2": fit.chi2, "chi2_nu": fit.chi2_nu, "n_iter": fit.n_iter})
     arrays = {"z": fit.z.astype(np.float32)}
