@@ -138,6 +138,22 @@ def _covariance_root(metric: torch.Tensor, floor: float = 1e-10) -> torch.Tensor
     return (vec * lam.rsqrt()[..., None, :]) @ vec.transpose(-1, -2)
 
 
+def _batch_model(vae, data: np.ndarray, sig: np.ndarray, q: np.ndarray, forward: Forward | None,
+                 prior_weight: float, interpolation: str, dtype: torch.dtype) -> tuple[_Model, torch.Tensor]:
+    """The batch's model (the VAE's fused decoder, on the VAE's device) and the optima q as a tensor."""
+    dev = next(vae.parameters()).device
+    model = _Model(vae.fused_decoder().to(dev), int(vae.latent_dim), torch.as_tensor(data, dtype=dtype, device=dev),
+                   torch.as_tensor(sig, dtype=dtype, device=dev), forward, prior_weight, interpolation)
+    return model, torch.as_tensor(q, dtype=dtype, device=dev)
+
+
+def _laplace_root(model: _Model, q: torch.Tensor, i: int, step: float, chunk: int) -> torch.Tensor:
+    """A with A Aᵀ the Laplace covariance of galaxy i at its optimum q[i] (Gauss–Newton metric, double)."""
+    index = torch.tensor([i], device=q.device)
+    return _covariance_root(gauss_newton_metric(model.residuals, q[i:i + 1], index, step=step, chunk=chunk,
+                                                per_point=True)[0])
+
+
 def _summarise(sources: torch.Tensor, images: torch.Tensor, levels: Sequence[float]) -> dict:
     """Mean, std and equal-tailed intervals over the sample axis (0) of one galaxy's samples."""
     out = {"source_mean": sources.mean(0), "source_std": sources.std(0), "model_mean": images.mean(0),
@@ -199,16 +215,11 @@ def laplace_posterior(vae, data: np.ndarray, sigma, q: np.ndarray, *, forward: F
     dev = next(vae.parameters()).device
     summaries, pstd, seconds = [], [], []
     with frozen(vae), torch.no_grad():
-        decode = vae.fused_decoder().to(dev)
-        model = _Model(decode, latent_dim, torch.as_tensor(data, dtype=dtype, device=dev),
-                       torch.as_tensor(sig, dtype=dtype, device=dev), forward, prior_weight, interpolation)
-        qt = torch.as_tensor(q, dtype=dtype, device=dev)
+        model, qt = _batch_model(vae, data, sig, q, forward, prior_weight, interpolation, dtype)
         for i in tqdm(range(len(data)), desc="Laplace posteriors", unit="galaxy", disable=not progress, leave=False):
             t0 = time.perf_counter()
             index = torch.tensor([i], device=dev)
-            metric = gauss_newton_metric(model.residuals, qt[i:i + 1], index, step=step, chunk=chunk,
-                                         per_point=True)[0]
-            root = _covariance_root(metric)                          # (P, P), double
+            root = _laplace_root(model, qt, i, step, chunk)           # (P, P), double
             pstd.append(torch.sqrt((root @ root.T).diagonal()).cpu().numpy())
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0]))
             eps = torch.randn(n_samples, root.shape[0], generator=gen, dtype=torch.float64)
@@ -251,17 +262,12 @@ def nuts_posterior(vae, data: np.ndarray, sigma, q: np.ndarray, *, forward: Forw
     summaries, pstd, seconds = [], [], []
     diag: dict[str, list] = {"divergences": [], "accept_prob": [], "step_size": []}
     with frozen(vae):
-        decode = vae.fused_decoder().to(dev)
-        model = _Model(decode, latent_dim, torch.as_tensor(data, dtype=dtype, device=dev),
-                       torch.as_tensor(sig, dtype=dtype, device=dev), forward, prior_weight, interpolation)
-        qt = torch.as_tensor(q, dtype=dtype, device=dev)
+        model, qt = _batch_model(vae, data, sig, q, forward, prior_weight, interpolation, dtype)
         for i in tqdm(range(len(data)), desc="NUTS posteriors", unit="galaxy", disable=not progress, leave=False):
             t0 = time.perf_counter()
             index = torch.tensor([i], device=dev)
             with torch.no_grad():
-                metric = gauss_newton_metric(model.residuals, qt[i:i + 1], index, step=step, chunk=chunk,
-                                             per_point=True)[0]
-            root = _covariance_root(metric).to(dtype)
+                root = _laplace_root(model, qt, i, step, chunk).to(dtype)
             q0 = qt[i]
 
             def potential(params: dict) -> torch.Tensor:
