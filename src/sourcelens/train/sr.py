@@ -67,7 +67,7 @@ METRIC_COLUMNS = ("stage", "loss", "epoch", "train_loss", "val_loss", "val_mse",
 
 _COMMON = {"sisr": {"width": 32, "depth": 4, "skip": "bicubic", "batch_norm": False}, "batch_size": 16,
            "learning_rate": 1e-3, "weight_decay": 0.0, "lr_patience": 3, "early_stopping_patience": 6,
-           "sigma_floor": 1e-3, "accelerator": "auto", "precision": "32-true", "num_workers": 0}
+           "sigma_floor": 1e-3, "accelerator": "auto", "devices": 1, "precision": "32-true", "num_workers": 0}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "supervised": {**_COMMON, "augment": True, "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "mse", "epochs": 20}]},
     "lenssr_with_source": {**_COMMON, "augment": True, "sersic_max_iter": 100, "supersampling": None,
