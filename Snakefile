@@ -40,6 +40,7 @@ include: "workflow/rules/cnn_unet.smk"
 include: "workflow/rules/sr.smk"
 include: "workflow/rules/deblend.smk"
 include: "workflow/rules/apply.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

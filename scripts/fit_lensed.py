@@ -22,11 +22,7 @@ scenes = lensed.lensed_test_scenes(snakemake.input.test, lcfg["n_galaxies"], sna
 vae = load_vae(snakemake.input.model)
 log.info("%d test galaxies (%s ...) lensed by %s + shear; model %s (latent %d)", len(scenes), scenes.source_ids[:3],
          lcfg["lens_model"], snakemake.input.model, vae.latent_dim)
-fits, metrics = lensed.fit_lensed_all(
-    scenes, vae, regularisation=lcfg["regularisation"], max_iter=cfg["max_iter"], init=cfg["init"],
-    shapelet_n_max=cfg["shapelet_n_max"], tolerance_change=cfg["tolerance_change"], patience=cfg["patience"],
-    interpolation=cfg["interpolation"],
-)
+fits, metrics = lensed.fit_lensed_all(scenes, vae, **lensed.fit_options(cfg))
 table = lensed.summary_table(metrics)
 log.info("summary:\n%s", table.to_string())
 record = provenance(snakemake.config, rule="fit_lensed", input=list(map(str, snakemake.input)))

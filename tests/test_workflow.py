@@ -142,6 +142,7 @@ def test_tiny_end_to_end(tmp_path):
     _check_vae_and_fits(results, tiny)
     _check_cnn_unet(results, tiny)
     _check_sr(results, tiny)
+    _check_leaderboard(results, tiny)
     # shard files were temporary
     assert not list((results / "data" / "pairs").rglob("shard_*.h5"))
     _check_apply(tmp_path, results)
@@ -272,6 +273,27 @@ def _check_vae_and_fits(results: Path, tiny: dict) -> None:
     for f in ("posterior_maps.png", "posterior_calibration.png"):
         assert (results / "figures" / f).stat().st_size > 10_000
     _check_provenance(results / "tables" / "posterior_calibration.csv", tiny)
+
+
+def _check_leaderboard(results: Path, tiny: dict) -> None:
+    """Every source-recovery method on the same test galaxies, real galaxies first, with their intervals."""
+    import pandas as pd
+
+    from sourcelens.evaluate.leaderboard import METHODS
+
+    per = pd.read_csv(results / "metrics" / "leaderboard.csv", comment="#")
+    methods = list(dict.fromkeys(per["method"]))
+    assert [m for m in methods if not m.startswith("Sérsic + shapelets")] == [
+        m for m in METHODS if m != "Sérsic + shapelets"]
+    shapelets = [f"Sérsic + shapelets n_max {n}" for n in tiny["fit"]["shapelet_n_max"]]
+    assert [m for m in methods if m.startswith("Sérsic + shapelets")] == shapelets
+    galaxies = per.groupby("method")["source_id"].apply(tuple)
+    assert galaxies.nunique() == 1 and len(galaxies.iloc[0]) == len(set(galaxies.iloc[0]))   # the same galaxies, once
+    table = pd.read_csv(results / "tables" / "leaderboard.csv", comment="#")
+    assert table["kind"].iloc[0] == "cosmos" and table["kind"].iloc[-1] == "all"
+    best = table[table["kind"] == "all"].iloc[0]
+    assert best["ssim_diff"] == 0 and best["ssim_diff_low"] == 0 and np.isfinite(best["ssim_mean"])
+    assert (results / "figures" / "leaderboard.png").stat().st_size > 10_000
 
 
 def _check_apply(workdir: Path, results: Path) -> None:

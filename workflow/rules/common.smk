@@ -113,6 +113,9 @@ def all_targets():
             "results/figures/cnn_learning_curve.png",
             "results/tables/delensing.csv",
             "results/figures/unet_learning_curve.png",
+            "results/tables/leaderboard.csv",
+            "results/figures/leaderboard.png",
+            "results/figures/leaderboard_examples.png",
         ]
         + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)

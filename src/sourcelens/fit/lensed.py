@@ -49,8 +49,8 @@ from .scenes import DTYPE, LensedScenes, imaging_problem, simulate_lensed, true_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "lensed_test_scenes", "decoder_lensing", "fit_decoder_lensed", "source_metrics", "fit_lensed_all",
-           "summary_table", "median_galaxy"]
+__all__ = ["METHODS", "lensed_test_scenes", "decoder_lensing", "fit_decoder_lensed", "flux_normalised", "source_metrics",
+           "fit_lensed_all", "fit_options", "summary_table", "median_galaxy"]
 
 METHODS = ("decoder", "sersic", "shapelets", "pixelated")
 
@@ -142,21 +142,26 @@ def fit_decoder_lensed(vae: torch.nn.Module, problem: ImagingProblem, start_sour
                       "n_iter": fit.n_iter, "status": fit.status, "preconditioner": fit.preconditioner})
 
 
-def source_metrics(true: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
-    """(MSE, SSIM) of a reconstructed source against the true one (same grid).
-
-    Both are scaled to the true source's total flux, in units of the true source's peak (so the truth
-    peaks at 1). A reconstruction with non-positive total flux or non-finite values gives NaN.
-    """
+def flux_normalised(true: np.ndarray, recon: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The project's one source normalisation: (truth, reconstruction) with the reconstruction scaled to the true
+    source's total flux, both in units of the true source's peak (so the truth peaks at 1). None where the
+    reconstruction has non-positive total flux or non-finite values (it cannot be scaled)."""
     true = np.asarray(true, dtype=float)
     recon = np.asarray(recon, dtype=float)
     t_sum, r_sum = true.sum(), recon.sum()
     if not np.isfinite(recon).all() or r_sum <= 0 or t_sum <= 0:
-        return float("nan"), float("nan")
+        return None
     peak = true.max()
-    t = true / peak
-    r = recon * (t_sum / r_sum) / peak
-    return metrics.mse(t, r), metrics.ssim(t, r)
+    return true / peak, recon * (t_sum / r_sum) / peak
+
+
+def source_metrics(true: np.ndarray, recon: np.ndarray) -> tuple[float, float]:
+    """(MSE, SSIM) of a reconstructed source against the true one (same grid), after :func:`flux_normalised`;
+    NaN where the reconstruction cannot be normalised."""
+    pair = flux_normalised(true, recon)
+    if pair is None:
+        return float("nan"), float("nan")
+    return metrics.mse(*pair), metrics.ssim(*pair)
 
 
 def fit_lensed_all(scenes: LensedScenes, vae: torch.nn.Module, *, regularisation: float = 1.0,
@@ -206,6 +211,15 @@ def fit_lensed_all(scenes: LensedScenes, vae: torch.nn.Module, *, regularisation
                          "chi2": float(res.chi2[i]), "nu": nu, "chi2_nu": float(res.chi2[i]) / nu,
                          "source_mse": mse, "source_ssim": ssim, "seconds": float(res.seconds[i])})
     return fits, pd.DataFrame(rows)
+
+
+def fit_options(fit_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`fit_lensed_all` from the config's ``fit`` section (L-BFGS settings,
+    shapelet orders, the decoder's start and interpolation, the ``fit.lensed`` regularisation)."""
+    return {"regularisation": fit_cfg["lensed"]["regularisation"], "max_iter": fit_cfg["max_iter"],
+            "init": fit_cfg["init"], "shapelet_n_max": fit_cfg["shapelet_n_max"],
+            "tolerance_change": fit_cfg["tolerance_change"], "patience": fit_cfg["patience"],
+            "interpolation": fit_cfg["interpolation"]}
 
 
 def summary_table(metrics_table: pd.DataFrame) -> pd.DataFrame:

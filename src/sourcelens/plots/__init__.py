@@ -10,6 +10,7 @@
 - :mod:`.posterior`: posterior mean and std maps of decoder fits, the calibration of their intervals;
 - :mod:`.cnn`: the lens-parameter CNN: predicted vs true, residuals vs S/N and theta_E, calibration;
 - :mod:`.delensing`: delensing examples per method, U-Net examples, metrics vs S/N and theta_E;
+- :mod:`.leaderboard`: every source-recovery method on one test set, differences from the best with intervals;
 - :mod:`.super_resolution`: super-resolution (studies 001 and 004): every method against the S/N, examples
   with residuals;
 - :mod:`.lensing`: lens models, magnification maps, backward mapping (loaded on first use: it
@@ -38,6 +39,7 @@ from .cnn import cnn_calibration, cnn_predictions, cnn_residuals
 from .data import filter_table_figure, source_diversity, stamps_by_kind
 from .delensing import delensing_examples, delensing_vs_snr, unet_examples
 from .fits import fit_comparison, fit_comparison_lensed
+from .leaderboard import leaderboard_figure
 from .posterior import posterior_calibration, posterior_maps
 from .simulations import example_labels, format_lens_params, lens_parameter_histograms, pair_examples, sr_examples
 from .style import asinh_norm, asinh_ticks
@@ -57,6 +59,7 @@ __all__ = [
     "posterior_maps", "posterior_calibration",
     "cnn_predictions", "cnn_residuals", "cnn_calibration",
     "delensing_examples", "unet_examples", "delensing_vs_snr",
+    "leaderboard_figure",
     "sr_noise_limit", "sr_method_examples",
     *_LENSING,
 ]

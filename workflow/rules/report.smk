@@ -1,0 +1,30 @@
+# Across studies: the leaderboard of every source-recovery method on one common test set (sourcelens.evaluate.leaderboard).
+
+
+rule leaderboard:
+    input:
+        vae="results/models/vae.pt",
+        cnn="results/models/cnn.pt",
+        unet="results/models/unet.pt",
+        test=f"results/data/pairs_{config['unet']['lens_model']}_test.h5",
+    output:
+        metrics="results/metrics/leaderboard.csv",
+        table=report("results/tables/leaderboard.csv", caption="../report/leaderboard.rst", category="Leaderboard"),
+        figure=report("results/figures/leaderboard.png", caption="../report/leaderboard.rst", category="Leaderboard"),
+        examples=report(
+            "results/figures/leaderboard_examples.png", caption="../report/leaderboard.rst", category="Leaderboard"
+        ),
+    params:
+        leaderboard=config["leaderboard"],
+        fit=config["fit"],
+        pairs=config["simulate"]["pairs"],
+        seed=config["seed"],
+    threads: 1  # seconds per galaxy in the table are per core for every method
+    log:
+        "logs/leaderboard.log",
+    benchmark:
+        "benchmarks/leaderboard.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/leaderboard.py"
