@@ -294,6 +294,12 @@ def _check_leaderboard(results: Path, tiny: dict) -> None:
     best = table[table["kind"] == "all"].iloc[0]
     assert best["ssim_diff"] == 0 and best["ssim_diff_low"] == 0 and np.isfinite(best["ssim_mean"])
     assert (results / "figures" / "leaderboard.png").stat().st_size > 10_000
+    # each study's published numbers beside this run's
+    studies = pd.read_csv(results / "tables" / "published_vs_computed.csv", comment="#")
+    assert {"000", "001", "002"} <= set(studies["study"].astype(str).str.zfill(3))
+    for quantity in ("decoder fit of one galaxy [s]", "CNN test MSE of theta_E", "U-Net source SSIM"):
+        row = studies[studies["quantity"] == quantity].iloc[0]
+        assert np.isfinite(row["published"]) and np.isfinite(row["computed_all"]), quantity
 
 
 def _check_apply(workdir: Path, results: Path) -> None:

@@ -116,6 +116,7 @@ def all_targets():
             "results/tables/leaderboard.csv",
             "results/figures/leaderboard.png",
             "results/figures/leaderboard_examples.png",
+            "results/tables/published_vs_computed.csv",
         ]
         + expand("results/figures/examples_{lens}.png", lens=PAIR_LENSES)
         + expand("results/figures/lens_params_{lens}.png", lens=PAIR_LENSES)

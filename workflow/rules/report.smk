@@ -1,4 +1,5 @@
-# Across studies: the leaderboard of every source-recovery method on one common test set (sourcelens.evaluate.leaderboard).
+# Across studies: the leaderboard of every source-recovery method on one common test set
+# (sourcelens.evaluate.leaderboard), and each study's published numbers beside this run's (sourcelens.evaluate.studies).
 
 
 rule leaderboard:
@@ -28,3 +29,26 @@ rule leaderboard:
         "../../envs/sourcelens.yaml"
     script:
         "../../scripts/leaderboard.py"
+
+
+rule published_vs_computed:
+    input:
+        fit_galaxies="results/tables/fit_galaxies.csv",
+        super_resolution="results/tables/super_resolution.csv",
+        cnn_lens_params="results/tables/cnn_lens_params.csv",
+        delensing="results/tables/delensing.csv",
+    output:
+        table=report(
+            "results/tables/published_vs_computed.csv",
+            caption="../report/published_vs_computed.rst",
+            category="Studies: published vs computed",
+        ),
+    localrule: True  # reads four small tables: not worth a cluster job
+    log:
+        "logs/published_vs_computed.log",
+    benchmark:
+        "benchmarks/published_vs_computed.tsv"
+    conda:
+        "../../envs/sourcelens.yaml"
+    script:
+        "../../scripts/published_vs_computed.py"
