@@ -307,7 +307,7 @@ def _check_apply(workdir: Path, results: Path) -> None:
     encodings equal the VAE's own of the same stamps, the fits carry their posterior."""
     from astropy.io import fits
 
-    from sourcelens.io import read_dataset
+    from sourcelens.io import read_dataset, read_meta
     from sourcelens.models import encode_images, load_vae
 
     with h5py.File(results / "data" / "stamps_test.h5", "r") as fh:
@@ -331,6 +331,21 @@ def _check_apply(workdir: Path, results: Path) -> None:
     assert arrays["source_std"].shape == stamps.shape and (arrays["source_std"] >= 0).all()
     assert (meta["flux_std"] > 0).all() and np.isfinite(meta["chi2_nu"]).all()
     assert not list((results / "apply").rglob("shard_*.h5"))          # shards were temporary
+    # the run's own LSST + Euclid test blends (a sourcelens blends file) through that band set's deblender
+    from sourcelens.models.deblender import deblend_images, load_deblender
+
+    blends_file = results / "data" / "blends_lsst_euclid_blended_test.h5"
+    cfg = write_config(workdir / "apply_deblend.yaml", {"apply": {"shard_size": 6, "catalogues": {
+        "deb": {"path": str(blends_file), "task": "deblend", "band_set": "lsst_euclid"}}}})
+    res = run_snakemake(workdir, "--cores", "2", "results/apply/deb.h5", configs=(REPO / "config" / "tiny.yaml", cfg))
+    assert res.returncode == 0, res.stderr[-4000:]
+    arrays, meta = read_dataset(results / "apply" / "deb.h5")
+    with h5py.File(blends_file, "r") as fh:
+        blends = np.asarray(fh["blend"][()], dtype=np.float64)
+    expected = deblend_images(load_deblender(results / "models" / "deblend" / "deblender_lsst_euclid.pt"), blends)
+    np.testing.assert_allclose(arrays["central"], expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
+    assert meta["blend_id"].tolist() == read_meta(blends_file)["blend_id"].tolist()
+    assert "flux_r" in meta and len([c for c in meta.columns if c.startswith("flux_")]) == blends.shape[1] == 10
     # a catalogue that does not exist is named before any job
     bad = write_config(workdir / "bad.yaml", {"apply": {"catalogues": {"x": {"path": "nope.h5", "task": "encode"}}}})
     res = run_snakemake(workdir, "--cores", "1", "--dry-run", configs=(REPO / "config" / "tiny.yaml", bad))

@@ -4,7 +4,9 @@ of work that Snakemake scatters across cores or SLURM jobs and gathers (rules ``
 
 Catalogues are an HDF5 file with an ``images`` array (N, S, S) (a sourcelens stamps file, or any file with that
 dataset; its ``meta`` table's ``source_id`` is carried over where present) or a FITS cube N×S×S (first image HDU);
-a shard reads only its own rows. Tasks:
+multi-band blends for ``deblend`` are (N, B, S, S): an HDF5 ``images`` array or a sourcelens blends file (its
+``blend`` array and ``blend_id``), or a FITS cube N×B×S×S, the B bands in the deblender's order. A shard reads
+only its own rows. Tasks:
 
 ``encode``
     VAE latent means and log-variances of the peak-normalised stamps, and the peaks.
@@ -16,6 +18,9 @@ a shard reads only its own rows. Tasks:
     standard deviation of the source, and of the flux.
 ``delens``
     the U-Net's source of lensed images (:func:`sourcelens.models.unet.delens`, peak-normalised).
+``deblend``
+    the central galaxy of multi-band blends (:func:`sourcelens.models.deblender.deblend_images`, study 003), in
+    the blends' units, and its flux in each band (``flux_<band>``, the sum of its pixels).
 
 Every shard's output is a sourcelens dataset (kind ``apply_<task>``) whose meta table holds ``row`` (the
 catalogue's row number) and the per-stamp scalars; :func:`sourcelens.io.concatenate_datasets` gathers them.
@@ -32,9 +37,13 @@ import pandas as pd
 
 __all__ = ["TASKS", "MODEL_OF_TASK", "count_stamps", "read_stamps", "apply_to_stamps", "run_shard", "shard_ranges"]
 
-TASKS = ("encode", "fit", "fit_posterior", "delens")
-#: The model each task applies (the workflow's model file names).
-MODEL_OF_TASK = {"encode": "vae", "fit": "vae", "fit_posterior": "vae", "delens": "unet"}
+TASKS = ("encode", "fit", "fit_posterior", "delens", "deblend")
+#: The model each task applies (the workflow's model file names; deblenders are per band set).
+MODEL_OF_TASK = {"encode": "vae", "fit": "vae", "fit_posterior": "vae", "delens": "unet", "deblend": "deblender"}
+#: HDF5 datasets read as the catalogue's images, in order of preference (``blend``: a sourcelens blends file).
+IMAGE_DATASETS = ("images", "blend")
+#: Identifier columns of a sourcelens file's meta table carried into the shard outputs.
+ID_COLUMNS = ("source_id", "blend_id")
 FITS_SUFFIXES = (".fits", ".fit", ".fts")
 
 
@@ -42,9 +51,18 @@ def _is_fits(path: Path) -> bool:
     return path.suffix.lower() in FITS_SUFFIXES
 
 
+def _image_dataset(fh, path: Path) -> str:
+    """The name of the HDF5 file's image array (:data:`IMAGE_DATASETS`); an error naming the file when none."""
+    name = next((n for n in IMAGE_DATASETS if n in fh), None)
+    if name is None:
+        raise ValueError(f"catalogue '{path}' has no {' or '.join(repr(n) for n in IMAGE_DATASETS)} dataset "
+                         f"(it has {sorted(fh)})")
+    return name
+
+
 def count_stamps(path: str | Path) -> int:
-    """Stamps in a catalogue (HDF5 ``images`` rows, or the FITS cube's first axis; 1 for a 2-D FITS image),
-    read from the header alone. Errors name the file."""
+    """Stamps (or blends) in a catalogue (the first axis of the HDF5 image array or of the FITS cube; 1 for a
+    2-D FITS image), read from the header alone. Errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"catalogue '{path}' does not exist")
@@ -56,16 +74,15 @@ def count_stamps(path: str | Path) -> int:
             if hdu is None:
                 raise ValueError(f"catalogue '{path}' has no image HDU")
             naxis = int(hdu.header["NAXIS"])
-            if naxis not in (2, 3):
-                raise ValueError(f"catalogue '{path}': expected a 2-D stamp or an N×S×S cube, got {naxis} axes")
-            return 1 if naxis == 2 else int(hdu.header["NAXIS3"])
+            if naxis not in (2, 3, 4):
+                raise ValueError(f"catalogue '{path}': expected a 2-D stamp, an N×S×S cube or an N×B×S×S cube of "
+                                 f"blends, got {naxis} axes")
+            return 1 if naxis == 2 else int(hdu.header[f"NAXIS{naxis}"])
     import h5py
 
     try:
         with h5py.File(path, "r") as fh:
-            if "images" not in fh:
-                raise ValueError(f"catalogue '{path}' has no 'images' dataset (it has {sorted(fh)})")
-            return int(fh["images"].shape[0])
+            return int(fh[_image_dataset(fh, path)].shape[0])
     except OSError as err:
         raise ValueError(f"catalogue '{path}' is neither FITS (by its suffix) nor readable HDF5: {err}") from err
 
@@ -78,33 +95,34 @@ def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
 
 
 def read_stamps(path: str | Path, start: int, stop: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """Rows [start, stop) of a catalogue as float64 (n, S, S) and a table with ``row`` (and ``source_id`` where the
-    catalogue has one). NaN or infinite pixels are refused, naming the rows."""
+    """Rows [start, stop) of a catalogue as float64 (n, S, S), or (n, B, S, S) for multi-band blends, and a table
+    with ``row`` (and ``source_id`` or ``blend_id`` where the catalogue has them). NaN or infinite pixels are
+    refused, naming the rows."""
     path = Path(path)
-    ids = None
+    ids: dict[str, list[str]] = {}
     if _is_fits(path):
         from astropy.io import fits
 
         with fits.open(path, memmap=True) as hdul:
             hdu = next(h for h in hdul if getattr(h, "is_image", False) and h.header.get("NAXIS", 0) >= 2)
-            data = hdu.section[start:stop] if hdu.header["NAXIS"] == 3 else hdu.data[None]
+            data = hdu.data[None] if hdu.header["NAXIS"] == 2 else hdu.section[start:stop]
             images = np.array(data, dtype=np.float64)
     else:
         import h5py
 
         with h5py.File(path, "r") as fh:
-            images = np.asarray(fh["images"][start:stop], dtype=np.float64)
-            if "meta" in fh and "source_id" in fh["meta"]:
-                ids = [v.decode() if isinstance(v, bytes) else str(v) for v in fh["meta"]["source_id"][start:stop]]
-    if images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"catalogue '{path}': stamps must be square N×S×S, got {images.shape}")
-    bad = ~np.isfinite(images).all(axis=(1, 2))
+            images = np.asarray(fh[_image_dataset(fh, path)][start:stop], dtype=np.float64)
+            meta = fh["meta"] if "meta" in fh and hasattr(fh["meta"], "keys") else {}
+            for column in ID_COLUMNS:
+                if column in meta:
+                    ids[column] = [v.decode() if isinstance(v, bytes) else str(v) for v in meta[column][start:stop]]
+    if images.ndim not in (3, 4) or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"catalogue '{path}': stamps must be square, N×S×S (or N×B×S×S blends), got {images.shape}")
+    bad = ~np.isfinite(images).all(axis=tuple(range(1, images.ndim)))
     if bad.any():
         rows = (start + np.flatnonzero(bad)).tolist()
         raise ValueError(f"catalogue '{path}': NaN or infinite pixels in rows {rows[:10]}{' ...' if len(rows) > 10 else ''}")
-    table = pd.DataFrame({"row": np.arange(start, start + len(images))})
-    if ids is not None:
-        table["source_id"] = ids
+    table = pd.DataFrame({"row": np.arange(start, start + len(images)), **ids})
     return images, table
 
 
@@ -113,6 +131,20 @@ def apply_to_stamps(task: str, model, images: np.ndarray, *, sigma: float | None
     """Apply ``task`` (:data:`TASKS`) with a loaded ``model`` to stamps (n, S, S): (arrays, per-stamp scalars)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    expected = 4 if task == "deblend" else 3
+    if images.ndim != expected:
+        raise ValueError(f"task {task!r} takes {'multi-band blends (N, B, S, S)' if expected == 4 else 'stamps (N, S, S)'}, "
+                         f"got an array of shape {images.shape}")
+    if task == "deblend":
+        from .models.deblender import deblend_images, normalisation_of
+
+        bands = [str(b) for b in normalisation_of(model).get("bands") or range(images.shape[1])]
+        if images.shape[1:] != (len(bands), model.hparams["image_size"], model.hparams["image_size"]):
+            raise ValueError(f"the deblender takes blends of {len(bands)} bands ({' '.join(bands)}, in that order) "
+                             f"of {model.hparams['image_size']}² pixels, got {images.shape[1:]}")
+        central = deblend_images(model, images)
+        flux = central.sum(axis=(2, 3), dtype=np.float64)
+        return {"central": central.astype(np.float32)}, pd.DataFrame({f"flux_{b}": flux[:, i] for i, b in enumerate(bands)})
     if task == "delens":
         from .models.unet import delens
 
@@ -146,7 +178,11 @@ def apply_to_stamps(task: str, model, images: np.ndarray, *, sigma: float | None
 
 
 def load_model(task: str, path: str | Path):
-    """The model of ``task`` from its file (VAE or U-Net)."""
+    """The model of ``task`` from its file (VAE, U-Net or deblender)."""
+    if MODEL_OF_TASK.get(task) == "deblender":
+        from .models.deblender import load_deblender
+
+        return load_deblender(path)
     if MODEL_OF_TASK.get(task) == "unet":
         from .models import load_unet
 

@@ -182,10 +182,21 @@ _APPLY_SHARDS = {name: _apply_shards_of(name) for name in APPLY}
 
 
 def apply_model(name):
-    """The model file of a catalogue's task: its own `model`, else the workflow's trained one."""
+    """The model file of a catalogue's task: its own `model`, else the workflow's trained one (the deblender of
+    the catalogue's `band_set`, by default the first of deblend.band_sets)."""
     from sourcelens.apply import MODEL_OF_TASK
 
-    return APPLY[name].get("model") or f"results/models/{MODEL_OF_TASK[APPLY[name]['task']]}.pt"
+    entry = APPLY[name]
+    if entry.get("model"):
+        return entry["model"]
+    if entry["task"] == "deblend":
+        band_set = entry.get("band_set") or (DEBLEND_BAND_SETS[0] if DEBLEND_BAND_SETS else None)
+        if band_set not in DEBLEND_BAND_SETS:
+            raise ValueError(f"config key 'apply/catalogues/{name}/band_set': {band_set!r} is not one of the "
+                             f"band sets the workflow trains deblenders for (deblend.band_sets: "
+                             f"{', '.join(DEBLEND_BAND_SETS) or 'none'}); give one, or the catalogue's `model`")
+        return f"results/models/deblend/deblender_{band_set}.pt"
+    return f"results/models/{MODEL_OF_TASK[entry['task']]}.pt"
 
 
 def apply_rows(name, shard):
