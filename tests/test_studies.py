@@ -9,7 +9,7 @@ import pytest
 
 from sourcelens.evaluate.cnn import STUDY_002_MSE, cnn_summary
 from sourcelens.evaluate.delensing import delensing_summary
-from sourcelens.evaluate.studies import STUDY_002_UNET, published_vs_computed
+from sourcelens.evaluate.studies import STUDY_002_UNET, caption_table, published_vs_computed
 from sourcelens.evaluate.super_resolution import STUDY_001, super_resolution_summary
 from sourcelens.names import LENS_PARAMETERS
 
@@ -65,3 +65,20 @@ def test_published_beside_computed(tmp_path):
     with pytest.raises(ValueError, match="unknown tables"):
         published_vs_computed({"nope": tmp_path / "x.csv"})
     assert len(published_vs_computed({})) == 0
+
+
+def test_caption_table_shows_what_this_run_computed(tmp_path):
+    """Each study table's report caption shows its own rows: computed ones only, 4 significant digits, – for NaN;
+    a table whose variants the run did not make says so in one row."""
+    paths, _ = _tables(tmp_path)
+    cap = caption_table(published_vs_computed({"super_resolution": paths["super_resolution"]}))
+    assert list(cap.columns) == ["quantity", "published", "this run, real galaxies", "this run, all kinds", "better"]
+    assert len(cap) == 3 and cap["quantity"].str.contains("lenssr_no_source, SIE, with noise").all()   # SSIM, PSNR, MSE
+    assert set(cap["this run, all kinds"]) == {"0.8", "25", "0.003"}
+    fit = caption_table(published_vs_computed({"fit_galaxies": paths["fit_galaxies"]}))
+    assert fit.iloc[0].tolist() == ["decoder fit of one galaxy [s]", "7", "0.4", "0.3", "lower"]
+    rows = published_vs_computed({"delensing": paths["delensing"]})
+    rows.loc[rows["quantity"] == "U-Net source SSIM", "computed_real"] = np.nan
+    assert caption_table(rows).set_index("quantity").loc["U-Net source SSIM", "this run, real galaxies"] == "–"
+    none = rows.assign(computed_real=np.nan, computed_all=np.nan)
+    assert caption_table(none)["quantity"].tolist() == ["not computed by this run's config"]

@@ -179,6 +179,7 @@ def test_tiny_end_to_end(tmp_path):
     produced = sorted(p.relative_to(tmp_path).as_posix()
                       for p in [*results.glob("figures/**/*.png"), *results.glob("tables/*.csv")])
     assert len(produced) >= 20 and not [p for p in produced if p not in report]
+    assert "this run, real galaxies" in report      # the studies' captions show their published numbers beside ours
 
 
 def _check_vae_and_fits(results: Path, tiny: dict) -> None:
@@ -300,6 +301,12 @@ def _check_leaderboard(results: Path, tiny: dict) -> None:
     for quantity in ("decoder fit of one galaxy [s]", "CNN test MSE of theta_E", "U-Net source SSIM"):
         row = studies[studies["quantity"] == quantity].iloc[0]
         assert np.isfinite(row["published"]) and np.isfinite(row["computed_all"]), quantity
+    # ... and each study table's own rows, for its report caption
+    from sourcelens.evaluate.cnn import STUDY_002_MSE
+
+    caption = pd.read_csv(results / "report" / "published_cnn_lens_params.csv")
+    published = caption.set_index("quantity").loc["CNN test MSE of theta_E", "published"]
+    assert published == pytest.approx(STUDY_002_MSE["theta_E"], rel=1e-3)
 
 
 def _check_apply(workdir: Path, results: Path) -> None:

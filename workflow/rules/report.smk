@@ -43,6 +43,11 @@ rule published_vs_computed:
             caption="../report/published_vs_computed.rst",
             category="Studies: published vs computed",
         ),
+        # the rows of each table, shown in that table's report caption
+        caption_fit_galaxies="results/report/published_fit_galaxies.csv",
+        caption_super_resolution="results/report/published_super_resolution.csv",
+        caption_cnn_lens_params="results/report/published_cnn_lens_params.csv",
+        caption_delensing="results/report/published_delensing.csv",
     localrule: True  # reads four small tables: not worth a cluster job
     log:
         "logs/published_vs_computed.log",

@@ -24,7 +24,7 @@ from ..names import LENS_PARAMETERS
 from .cnn import STUDY_002_MSE
 from .super_resolution import STUDY_001, STUDY_001_LABELS
 
-__all__ = ["STUDY_000_FIT_SECONDS", "STUDY_002_UNET", "published_vs_computed"]
+__all__ = ["STUDY_000_FIT_SECONDS", "STUDY_002_UNET", "TABLES", "published_vs_computed", "caption_table"]
 
 #: Study 000: "fitting a 64x64 galaxy with BFGS took ~7 sec" (the VAE decoder as the galaxy model, JAX).
 STUDY_000_FIT_SECONDS = 7.0
@@ -104,6 +104,8 @@ def _study_001(path: Path) -> list[dict]:
 
 _READERS = {"fit_galaxies": _study_000, "super_resolution": _study_001, "cnn_lens_params": _study_002_cnn,
             "delensing": _study_002_unet}
+#: The run's tables that hold a published number (their names without ``.csv``).
+TABLES = tuple(_READERS)
 
 
 def published_vs_computed(tables: Mapping[str, str | Path]) -> pd.DataFrame:
@@ -119,3 +121,23 @@ def published_vs_computed(tables: Mapping[str, str | Path]) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=["study", "quantity", "published", "computed_real", "computed_all", "better",
                                       "source", "note"])
     return out.sort_values("study", kind="stable").reset_index(drop=True)
+
+
+def _number(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.4g}"
+
+
+def caption_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :func:`published_vs_computed` (e.g. those of one of the run's tables) as the small text table a
+    report caption shows: quantity, published, this run on real galaxies and on all kinds (4 significant digits,
+    – where not computed), which direction is better. Rows this run did not compute are left out; none computed
+    gives one row saying so."""
+    mine = rows[rows[["computed_real", "computed_all"]].notna().any(axis=1)]
+    columns = ["quantity", "published", "this run, real galaxies", "this run, all kinds", "better"]
+    if mine.empty:
+        return pd.DataFrame([["not computed by this run's config", "", "", "", ""]], columns=columns)
+    return pd.DataFrame({"quantity": mine["quantity"].to_numpy(),
+                         "published": [_number(v) for v in mine["published"]],
+                         "this run, real galaxies": [_number(v) for v in mine["computed_real"]],
+                         "this run, all kinds": [_number(v) for v in mine["computed_all"]],
+                         "better": mine["better"].to_numpy()}, columns=columns)
