@@ -2,7 +2,7 @@
 2 (or --workers) local worker processes, the speed-up, and the memory of each worker; prints a markdown table.
 
     python benchmarks/scaling.py [--model results/models/vae.pt] [--stamps results/data/stamps_test.h5]
-                                 [--tasks fit encode] [--n 64] [--workers 1 2] [--shards-per-worker 2]
+                                 [--tasks fit encode] [--n 384] [--workers 1 2] [--shards-per-worker 2]
     python benchmarks/scaling.py --quick     # small sizes: well under a minute
 
 Each worker is a fresh process with torch at one thread (as Snakemake runs one job per core: `threads: 1` of
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=Path("results/models/vae.pt"))
     ap.add_argument("--stamps", type=Path, default=Path("results/data/stamps_test.h5"))
     ap.add_argument("--tasks", nargs="+", default=["fit", "encode"], choices=["fit", "fit_posterior", "encode"])
-    ap.add_argument("--n", type=int, default=64, help="stamps (fits; encodings get 64 × as many)")
+    ap.add_argument("--n", type=int, default=384,
+                    help="stamps (fits; encodings get 64 × as many); the default makes the work outweigh the "
+                         "workers' start-up (about 2 s each, imports and model), as in shards of real size")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--shards-per-worker", type=int, default=2)
     ap.add_argument("--max-iter", type=int, default=200)
