@@ -41,3 +41,15 @@ def test_inference_benchmark_quick(repo, tmp_path):
     for model in ("| CNN |", "| U-Net |", "| U-Net single pass |"):   # delens as run (8 turns) and in one pass
         assert model in out.stdout, out.stdout[-3000:]
     assert not list(tmp_path.iterdir())            # nothing left behind
+
+
+def test_scaling_benchmark_quick(repo, tmp_path):
+    """Shards of a catalogue on 1 and 2 worker processes (sourcelens.apply.run_shard), with an untrained VAE and
+    decoder-drawn stamps where the run has no model or stamps."""
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "scaling.py"), "--quick"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "untrained VAE" in out.stdout, out.stdout[-3000:]
+    for row in ("| fit | 1 | 2 | 8 |", "| fit | 2 | 4 | 8 |", "| encode | 2 | 4 | 512 |", "| reference: torch conv2d | 2 |"):
+        assert row in out.stdout, out.stdout[-3000:]
+    assert not list(tmp_path.iterdir())            # nothing left behind
