@@ -138,7 +138,7 @@ def apply_to_stamps(task: str, model, images: np.ndarray, *, sigma: float | None
     if task == "deblend":
         from .models.deblender import deblend_images, normalisation_of
 
-        bands = [str(b) for b in normalisation_of(model).get("bands") or range(images.shape[1])]
+        bands = [str(b) for b in normalisation_of(model).get("bands") or range(int(model.hparams["bands"]))]
         if images.shape[1:] != (len(bands), model.hparams["image_size"], model.hparams["image_size"]):
             raise ValueError(f"the deblender takes blends of {len(bands)} bands ({' '.join(bands)}, in that order) "
                              f"of {model.hparams['image_size']}² pixels, got {images.shape[1:]}")

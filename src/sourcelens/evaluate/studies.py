@@ -24,7 +24,7 @@ from ..names import LENS_PARAMETERS
 from .cnn import STUDY_002_MSE
 from .super_resolution import STUDY_001, STUDY_001_LABELS
 
-__all__ = ["STUDY_000_FIT_SECONDS", "STUDY_002_UNET", "TABLES", "published_vs_computed", "caption_table"]
+__all__ = ["STUDY_000_FIT_SECONDS", "STUDY_002_UNET", "published_vs_computed", "caption_table"]
 
 #: Study 000: "fitting a 64x64 galaxy with BFGS took ~7 sec" (the VAE decoder as the galaxy model, JAX).
 STUDY_000_FIT_SECONDS = 7.0
@@ -104,8 +104,6 @@ def _study_001(path: Path) -> list[dict]:
 
 _READERS = {"fit_galaxies": _study_000, "super_resolution": _study_001, "cnn_lens_params": _study_002_cnn,
             "delensing": _study_002_unet}
-#: The run's tables that hold a published number (their names without ``.csv``).
-TABLES = tuple(_READERS)
 
 
 def published_vs_computed(tables: Mapping[str, str | Path]) -> pd.DataFrame:
