@@ -19,7 +19,8 @@ record = provenance(snakemake.config, rule="evaluate_sr", input=list(map(str, sn
 tests = {tuple(key.split("/")): path for key, path in snakemake.params.tests.items()}
 models = {method: {tuple(key.split("/")): path for key, path in files.items()}
           for method, files in snakemake.params.models.items()}
-result = evaluate_super_resolution(tests, models, set_name=name, n_examples=1)
+result = evaluate_super_resolution(tests, models, set_name=name, n_examples=1,
+                                   data_consistency=snakemake.params.data_consistency)
 write_table(result.per_image, snakemake.output.metrics, record)
 log.info("%d images x %d methods; median SSIM:\n%s", result.per_image["index"].nunique(), len(models),
          result.per_image.groupby(["lens", "noise", "method"], sort=False)["ssim"].median().to_string())

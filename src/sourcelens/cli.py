@@ -732,7 +732,8 @@ def _sr_grid(args, model) -> dict[str, Any]:
         scale = args.pixel_scale
     num_pix = grid.get("low_res_num_pix")
     return {"factor": factor, "num_pix": None if num_pix is None else int(num_pix),
-            "pixel_scale": None if scale is None else float(scale), "psf": grid.get("psf")}
+            "pixel_scale": None if scale is None else float(scale), "psf": grid.get("psf"),
+            "supersampling": grid.get("supersampling"), "low_res_supersampling": grid.get("low_res_supersampling")}
 
 
 def _lens_number(value: Any, key: str, where: str) -> float:
@@ -819,7 +820,9 @@ def _sr_lenses(args, method: str, grid: dict[str, Any], n_images: int):
 
     try:
         geometry = SRGeometry.from_attrs({"low_res_num_pix": grid["num_pix"], "factor": grid["factor"],
-                                          "low_res_pixel_scale_arcsec": grid["pixel_scale"], "psf": grid["psf"]})
+                                          "low_res_pixel_scale_arcsec": grid["pixel_scale"], "psf": grid["psf"],
+                                          "supersampling": grid.get("supersampling"),
+                                          "low_res_supersampling": grid.get("low_res_supersampling")})
     except (KeyError, TypeError, ValueError) as err:
         raise CommandError(f"model '{args.model}': its grid record {grid} is not usable ({err})") from err
     cache = SRLensCache(geometry)

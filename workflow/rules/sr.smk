@@ -46,6 +46,7 @@ rule evaluate_sr:
     params:
         tests=sr_evaluation_tests,
         models=sr_evaluation_models,
+        data_consistency=SR["data_consistency"],
     threads: 2
     log:
         "logs/evaluate_sr/{set}.log",

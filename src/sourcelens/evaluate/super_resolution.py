@@ -117,7 +117,7 @@ def _lens_rows(attrs: Mapping[str, Any], lens_params: np.ndarray) -> list:
 def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
                               models: Mapping[str, Mapping[tuple[str, str], str | Path | None]], *,
                               set_name: str = "", n_examples: int = 1, batch_size: int = 16,
-                              chunk_size: int = 256) -> SREvaluation:
+                              chunk_size: int = 256, data_consistency: Sequence[str] = ()) -> SREvaluation:
     """Every method of ``models`` ({method: {(lens, noise): model file}}; ``bicubic`` needs none, and a PISR
     ablation variant is a PISR file) on the test file of each (lens, noise) of ``tests``, the same images for
     every method (:func:`sourcelens.models.sr.run_super_resolution`, the CLI's inference); per image
@@ -125,7 +125,11 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
     ``source_high_res``. Images go through in chunks of ``chunk_size`` (the lens operators of a chunk are built
     once per distinct lens and dropped after it, so memory stays bounded on large test sets). Keeps
     ``n_examples`` images per (lens, noise) for figures (:func:`sourcelens.selection.select_examples`: real
-    galaxies first)."""
+    galaxies first). The images of the methods in ``data_consistency`` are moved onto their data to its noise
+    level (:func:`sourcelens.lensing.data_consistency`) on sets whose low-res image is the block sum of the
+    high-res one (:attr:`sourcelens.lensing.SRGeometry.low_res_is_binned`); on others (Model_I samples pixel
+    centres) they are left as they are; column ``consistent`` says which rows were."""
+    from ..lensing.superres import SRGeometry
     from ..models.sr import load_sr_model, run_super_resolution
     from ..selection import select_examples
 
@@ -139,6 +143,7 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
         kinds = meta["kind"].astype(str).to_numpy() if "kind" in meta else np.full(n, "unknown")
         ids = meta["source_id"].astype(str).to_numpy()
         snr = image_snr(arrays["low_res_noiseless"], arrays["noise_sigma"])
+        binned = SRGeometry.from_attrs(attrs).low_res_is_binned
         shown = select_examples(meta.assign(kind=kinds), n_examples)
         loaded = {}
         for method, files in models.items():
@@ -155,12 +160,14 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
             part = np.arange(start, min(n, start + int(chunk_size)))
             lenses = _lens_rows(attrs, arrays["lens_params"][part]) if needs_lens else None
             for method, (model, kind) in loaded.items():
+                consistent = binned and method in data_consistency
                 images, sources = run_super_resolution(kind, model, low_res[part],
                                                        lenses if kind in SOURCE_METHODS else None,
-                                                       factor=int(attrs["factor"]), batch_size=batch_size)
+                                                       factor=int(attrs["factor"]), batch_size=batch_size,
+                                                       noise_sigma=arrays["noise_sigma"][part] if consistent else None)
                 for k, i in enumerate(part):
                     record = {"set": set_name, "lens": lens, "noise": noise, "index": int(i), "source_id": ids[i],
-                              "kind": kinds[i], "snr": float(snr[i]), "method": method}
+                              "kind": kinds[i], "snr": float(snr[i]), "method": method, "consistent": consistent}
                     record.update(sr_metrics(truth[i], images[k]))
                     if sources is not None:
                         src = sr_metrics(source[i], sources[k])
@@ -183,7 +190,7 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
                        for i in shown],
         }
     per_image = pd.DataFrame(records, columns=["set", "lens", "noise", "index", "source_id", "kind", "snr", "method",
-                                               *SR_METRICS])
+                                               "consistent", *SR_METRICS])
     return SREvaluation(per_image, examples)
 
 
@@ -207,11 +214,13 @@ def _wide(per_image: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
         counts = long[long["metric"] == metrics[0]].set_index(["kind", "method"])["n"]
         wide = wide.reset_index()
         wide["n"] = [int(counts.loc[(k, m)]) for k, m in zip(wide["kind"], wide["method"])]
+        if "consistent" in rows:
+            wide["consistent"] = wide["method"].map(rows.groupby("method")["consistent"].any())
         kinds = list(dict.fromkeys(long["kind"]))
         wide = wide.sort_values(["kind", "method"], key=lambda s: s.map({k: i for i, k in enumerate(kinds)})
                                 if s.name == "kind" else s.map(order), kind="stable")
         parts.append(wide.assign(set=set_name, lens=lens, noise=noise))
-    columns = ["set", "lens", "noise", "kind", "method", "n",
+    columns = ["set", "lens", "noise", "kind", "method", "n", "consistent",
                *[f"{m}_{s}" for m in SR_METRICS for s in SUMMARY_STATS]]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     for c in columns:
@@ -257,7 +266,7 @@ def super_resolution_summary(per_image: pd.DataFrame, *, study: bool = True) -> 
     if study:
         sets = list(dict.fromkeys(per_image["set"]))
         table = _sort_blocks(pd.concat([table, study_001_rows()], ignore_index=True), sets)
-    columns = ["set", "lens", "noise", "kind", "method", "origin", "n",
+    columns = ["set", "lens", "noise", "kind", "method", "origin", "n", "consistent",
                *[f"{m}_{s}" for m in SR_METRICS for s in SUMMARY_STATS]]
     return table[columns]
 

@@ -25,7 +25,8 @@ from .maps import (
 )
 from .sparse import BilinearLensingOperator, bilinear_weights
 from .superres import (
-    SRGeometry, SRLens, SRLensCache, block_mean, chi2_per_pixel, fine_sigma, psf_kernel, total_variation,
+    INTERPOLATIONS, SRGeometry, SRLens, SRLensCache, block_mean, chi2_per_pixel, data_consistency, fine_sigma,
+    psf_kernel, total_variation,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "pixel_grid", "LensingSimulator", "compiled_image", "convolve", "convolve_direct",
     "convolve_fft", "downsample", "pixelated", "sersic", "surface_brightness",
     "LENS_MODELS", "deflection", "ray_shoot", "BilinearLensingOperator", "bilinear_weights",
-    "SRGeometry", "SRLens", "SRLensCache", "block_mean", "chi2_per_pixel", "fine_sigma", "psf_kernel",
+    "INTERPOLATIONS", "SRGeometry", "SRLens", "SRLensCache", "block_mean", "chi2_per_pixel", "data_consistency",
+    "fine_sigma", "psf_kernel",
     "total_variation",
 ]

@@ -29,6 +29,7 @@ too. ``sigma_floor`` (a fraction of the image scale, added in quadrature) keeps 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -42,8 +43,12 @@ from .conventions import pixel_grid
 from .forward import convolve, downsample
 from .maps import magnification
 
-__all__ = ["SRGeometry", "SRLens", "SRLensCache", "psf_kernel", "chi2_per_pixel", "fine_sigma",
-           "total_variation", "block_mean"]
+__all__ = ["INTERPOLATIONS", "SRGeometry", "SRLens", "SRLensCache", "psf_kernel", "chi2_per_pixel", "fine_sigma",
+           "total_variation", "block_mean", "data_consistency"]
+
+
+#: Forward maps of a high-resolution source onto the image (:class:`SRLens`).
+INTERPOLATIONS = ("overlap", "bilinear")
 
 
 def psf_kernel(psf: Mapping[str, Any] | None, pixel_scale: float, subgrid: int = 1) -> Tensor | None:
@@ -61,12 +66,26 @@ def psf_kernel(psf: Mapping[str, Any] | None, pixel_scale: float, subgrid: int =
 @dataclass(frozen=True)
 class SRGeometry:
     """The grids of a super-resolution problem: ``low_res_num_pix`` pixels of ``low_res_pixel_scale`` arcsec,
-    ``factor``× finer high-resolution grid; ``psf``: kernel at the high-resolution scale (None: no PSF)."""
+    ``factor``× finer high-resolution grid; ``psf``: kernel at the high-resolution scale (None: no PSF).
+
+    How the images sample the sky (as the SR datasets were rendered): ``supersampling`` sub-pixels per side of a
+    high-resolution pixel, ``low_res_supersampling`` of a low-resolution one (None: ``factor × supersampling``,
+    the high-resolution sub-pixels, so that the low-res image is the block sum of the high-res one,
+    :attr:`low_res_is_binned`); ``low_res_psf``: the kernel at the low-resolution scale, used only where the
+    low-res image is not binned (Model_I samples both grids at pixel centres, without PSF)."""
 
     low_res_num_pix: int
     low_res_pixel_scale: float
     factor: int
     psf: Tensor | None = field(default=None, compare=False, repr=False)
+    supersampling: int = 1
+    low_res_supersampling: int | None = None
+    low_res_psf: Tensor | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def low_res_is_binned(self) -> bool:
+        """Whether the low-res image is the ``factor × factor`` block sum of the high-res one (``D`` exact)."""
+        return self.low_res_supersampling in (None, self.factor * self.supersampling)
 
     @property
     def high_res_num_pix(self) -> int:
@@ -90,13 +109,17 @@ class SRGeometry:
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> "SRGeometry":
         """The geometry of an SR dataset from its root attributes (``low_res_num_pix``,
-        ``low_res_pixel_scale_arcsec``, ``factor``, ``psf``); KeyError names a missing one."""
+        ``low_res_pixel_scale_arcsec``, ``factor``, ``psf``, ``supersampling``, ``low_res_supersampling``: the
+        last three optional); KeyError names a missing one."""
         missing = [k for k in ("low_res_num_pix", "low_res_pixel_scale_arcsec", "factor") if k not in attrs]
         if missing:
             raise KeyError(f"SR dataset attributes lack {', '.join(missing)}")
         factor, scale = int(attrs["factor"]), float(attrs["low_res_pixel_scale_arcsec"])
-        return cls(int(attrs["low_res_num_pix"]), scale, factor,
-                   psf_kernel(attrs.get("psf"), scale / factor, factor))
+        ss = int(attrs.get("supersampling") or 1)
+        lr_ss = attrs.get("low_res_supersampling")
+        lr_ss = None if lr_ss is None or int(lr_ss) == factor * ss else int(lr_ss)
+        return cls(int(attrs["low_res_num_pix"]), scale, factor, psf_kernel(attrs.get("psf"), scale / factor, factor),
+                   ss, lr_ss, None if lr_ss is None else psf_kernel(attrs.get("psf"), scale))
 
 
 def block_mean(image: Tensor, factor: int) -> Tensor:
@@ -108,40 +131,89 @@ def block_mean(image: Tensor, factor: int) -> Tensor:
 class SRLens:
     """One lens's super-resolution operators (module docstring) for ``geometry``; ``lens_models`` and
     ``kwargs_lens`` as in :mod:`sourcelens.lensing.lenses` (one lens, unbatched). Keyword arguments go to both
-    :class:`OverlapOperator` s (``refine``, ``max_area_ratio``, …)."""
+    :class:`OverlapOperator` s (``refine``, ``max_area_ratio``, …).
+
+    The forward map of a high-resolution source onto the image (``interpolation``, :data:`INTERPOLATIONS`):
+    ``"overlap"`` — the exact overlap of the traced pixels with the source cells (a piecewise-constant source,
+    integrated over each pixel: blocky where the lens magnifies a cell over several pixels), the low-res model
+    the block mean of the high-res image; ``"bilinear"`` — the source interpolated bilinearly at the dataset's
+    sub-pixels of each pixel (:class:`~.sparse.BilinearLensingOperator`, as lenstronomy renders a smooth
+    source), the low-res model the block mean where the low-res image is binned
+    (:attr:`SRGeometry.low_res_is_binned`), else the source sampled at the low-res sub-pixels with the low-res
+    PSF. Each operator is built on first use (about 0.7 s for the overlaps, 0.1 s for the bilinear map)."""
 
     def __init__(self, geometry: SRGeometry, lens_models: Sequence[str], kwargs_lens: Sequence[Mapping[str, Any]],
                  *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None, **overlap: Any):
         g = geometry
         self.geometry, self.lens_models, self.kwargs_lens = g, list(lens_models), [dict(k) for k in kwargs_lens]
+        self.dtype, self.device, self._overlap = dtype, device, overlap
         self.backward = OverlapOperator(lens_models, kwargs_lens, g.low_res_num_pix, g.low_res_pixel_scale,
                                         g.low_res_source_grid, **overlap).to(dtype, device)
-        self.forward_op = OverlapOperator(lens_models, kwargs_lens, g.high_res_num_pix, g.high_res_pixel_scale,
-                                          g.high_res_source_grid, **overlap).to(dtype, device)
+        self._ops: dict[str, Any] = {}
         self.psf = None if g.psf is None else g.psf.to(dtype=dtype, device=device)
+        self.low_res_psf = None if g.low_res_psf is None else g.low_res_psf.to(dtype=dtype, device=device)
+
+    @property
+    def forward_op(self) -> OverlapOperator:
+        """The exact-overlap map of the high-resolution source onto the high-resolution image."""
+        if "overlap" not in self._ops:
+            g = self.geometry
+            self._ops["overlap"] = OverlapOperator(self.lens_models, self.kwargs_lens, g.high_res_num_pix,
+                                                   g.high_res_pixel_scale, g.high_res_source_grid,
+                                                   **self._overlap).to(self.dtype, self.device)
+        return self._ops["overlap"]
+
+    def _bilinear(self, which: str) -> "BilinearLensingOperator":
+        """The bilinear map of the high-resolution source onto the ``high_res`` or ``low_res`` image."""
+        if which not in self._ops:
+            from .forward import LensingSimulator
+            from .sparse import BilinearLensingOperator
+
+            g = self.geometry
+            n, scale, sub = ((g.high_res_num_pix, g.high_res_pixel_scale, g.supersampling) if which == "high_res" else
+                             (g.low_res_num_pix, g.low_res_pixel_scale, g.low_res_supersampling or 1))
+            sim = LensingSimulator(n, scale, supersample=sub, device=self.device)
+            op = BilinearLensingOperator(sim, self.lens_models, self.kwargs_lens, (g.high_res_num_pix,) * 2,
+                                         g.high_res_pixel_scale)
+            m = op.matrix.to(dtype=self.dtype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
+                op.matrix = torch.sparse_csr_tensor(m.crow_indices().int(), m.col_indices().int(), m.values(),
+                                                    m.shape)
+            self._ops[which] = op
+        return self._ops[which]
 
     def to_source(self, image: Tensor) -> Tensor:
         """``i∘β``: low-resolution images (…, n, n) on the input source grid (…, n, n), same units (exact
         overlaps; 0 outside the convergence mask)."""
         return self.backward.to_source(image)
 
-    def lens(self, source: Tensor) -> Tensor:
+    def lens(self, source: Tensor, interpolation: str = "overlap") -> Tensor:
         """``ŝ∘θ``: high-resolution sources (…, fn, fn) lensed onto the high-resolution image, before the PSF
-        (differentiable)."""
-        return self.forward_op.to_image(source)
+        (differentiable), by ``interpolation`` (class docstring)."""
+        if interpolation == "overlap":
+            return self.forward_op.to_image(source)
+        if interpolation == "bilinear":
+            return self._bilinear("high_res").lens(source.to(self.dtype))
+        raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
 
     def blur(self, image: Tensor) -> Tensor:
         """``P ∗``: the PSF at the high-resolution scale."""
         return convolve(image, self.psf)
 
-    def image(self, source: Tensor) -> Tensor:
+    def image(self, source: Tensor, interpolation: str = "overlap") -> Tensor:
         """``P ∗ (ŝ∘θ)``: the super-resolved image of a high-resolution source (the SR output)."""
-        return self.blur(self.lens(source))
+        return self.blur(self.lens(source, interpolation))
 
-    def forward(self, source: Tensor) -> tuple[Tensor, Tensor]:
-        """The high-resolution image ``P ∗ (ŝ∘θ)`` and the model of the data ``D(…)/f²``, normalised units."""
-        hr = self.image(source)
-        return hr, block_mean(hr, self.geometry.factor)
+    def forward(self, source: Tensor, interpolation: str = "overlap") -> tuple[Tensor, Tensor]:
+        """The high-resolution image ``P ∗ (ŝ∘θ)`` and the model of the data (class docstring), normalised
+        units."""
+        hr = self.image(source, interpolation)
+        g = self.geometry
+        if interpolation == "overlap" or g.low_res_is_binned:
+            return hr, block_mean(hr, g.factor)
+        low = self._bilinear("low_res").lens(source.to(self.dtype)) / g.factor**2
+        return hr, convolve(low, self.low_res_psf)
 
     __call__ = forward
 
@@ -223,3 +295,31 @@ def total_variation(image: Tensor) -> Tensor:
     """Anisotropic total variation per image (…,): mean |horizontal| + mean |vertical| neighbour difference."""
     return ((image[..., :, 1:] - image[..., :, :-1]).abs().mean((-2, -1))
             + (image[..., 1:, :] - image[..., :-1, :]).abs().mean((-2, -1)))
+
+
+def data_consistency(high_res: np.ndarray, low_res: np.ndarray, sigma: np.ndarray | float, factor: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Super-resolved images (N, fn, fn) moved towards their low-resolution data (N, n, n), both flux per pixel,
+    where the low-res image is the block sum ``D`` of the high-res one (:attr:`SRGeometry.low_res_is_binned`):
+    ``HR + t · up(LR − D HR)/f²`` (``up``: each coarse pixel's residual spread evenly over its block, so the
+    correction lies in the range of ``Dᵀ`` and leaves everything the data cannot see untouched), with the smallest
+    ``t ∈ [0, 1]`` per image that brings χ²/pixel of ``D HR`` against the data (noise ``sigma``, per pixel or one
+    number) down to 1: the residual becomes ``(1 − t)·(LR − D HR)``, so ``t = 1 − 1/√χ²`` when χ² > 1, else 0
+    (the image already explains the data to its noise). Noiseless data (σ = 0) get ``t = 1``: exact consistency.
+    Returns the images and ``t`` (N,)."""
+    hr = np.asarray(high_res, dtype=np.float64)
+    lr = np.asarray(low_res, dtype=np.float64)
+    f = int(factor)
+    n = lr.shape[-1]
+    if hr.shape[-2:] != (f * lr.shape[-2], f * n) or hr.shape[:-2] != lr.shape[:-2]:
+        raise ValueError(f"high-res images {hr.shape} are not {f}× the low-res ones {lr.shape}")
+    residual = lr - hr.reshape(*hr.shape[:-2], lr.shape[-2], f, n, f).sum(axis=(-3, -1))
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), lr.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(sig > 0, residual / np.where(sig > 0, sig, 1.0), np.where(residual != 0, np.inf, 0.0))
+    chi2 = np.mean(ratio**2, axis=(-2, -1))
+    with np.errstate(divide="ignore"):
+        t = np.where(chi2 > 1, 1 - 1 / np.sqrt(chi2), 0.0)
+    correction = np.repeat(np.repeat(residual, f, axis=-2), f, axis=-1) / f**2
+    out = hr + t[..., None, None] * correction
+    return out.astype(np.asarray(high_res).dtype, copy=False), t

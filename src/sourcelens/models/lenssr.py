@@ -58,7 +58,7 @@ def lenssr_no_source_loss(image: torch.Tensor, source: torch.Tensor, lenses: Seq
     (B, n, n): ``intensity`` the χ²/pixel of ``D(Î)/f²`` against the data, ``lens`` the χ²/pixel of ``Î``
     against ``P ∗ (Ŝ∘θ)`` on the fine grid (σ of a fine pixel, :func:`fine_sigma`)."""
     f = lenses[0].geometry.factor
-    relensed = torch.stack([lens.image(s.to(lens.forward_op.matrix_t.dtype)) for lens, s in zip(lenses, source)])
+    relensed = torch.stack([lens.image(s.to(lens.dtype)) for lens, s in zip(lenses, source)])
     intensity = chi2_per_pixel(low_res, block_mean(image, f), sigma).mean()
     tie = chi2_per_pixel(image, relensed.to(image.dtype), fine_sigma(sigma, f)).mean()
     return {"loss": intensity + lens_weight * tie, "intensity": intensity, "lens": tie}

@@ -56,13 +56,24 @@ def load_sr_model(path: str | Path, map_location: str | torch.device = "cpu") ->
 
 
 def run_super_resolution(method: str, model: nn.Module | None, low_res: np.ndarray, lenses: Sequence | None = None,
-                         *, factor: int = 2, batch_size: int = 16, device: torch.device | None = None
-                         ) -> tuple[np.ndarray, np.ndarray | None]:
+                         *, factor: int = 2, batch_size: int = 16, device: torch.device | None = None,
+                         noise_sigma: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Super-resolved images (N, fn, fn), flux per high-resolution pixel, of low-resolution images (N, n, n),
     flux per pixel, by ``method`` (``model``: its network; None for ``bicubic``, which upsamples by ``factor``),
     and the sources (N, fn, fn), flux per high-resolution source cell, of the methods that yield one (PISR;
     LensSR without source given ``lenses``), else None. ``lenses``: one :class:`~sourcelens.lensing.SRLens` per
-    image, needed by PISR, used by LensSR without source for its source, ignored by the others."""
+    image, needed by PISR, used by LensSR without source for its source, ignored by the others.
+
+    With ``noise_sigma`` (the low-res images' noise per pixel, same units, or one number; 0 for noiseless data)
+    the images are moved onto their data to its noise level (:func:`sourcelens.lensing.data_consistency`): only
+    right where each low-res pixel is the sum of its ``factor × factor`` high-res pixels."""
+    if noise_sigma is not None:
+        from ..lensing.superres import data_consistency
+
+        images, sources = run_super_resolution(method, model, low_res, lenses, factor=factor,
+                                               batch_size=batch_size, device=device)
+        f = images.shape[-1] // np.asarray(low_res).shape[-1]
+        return data_consistency(images, low_res, noise_sigma, f)[0], sources
     from .sisr import bicubic_super_resolve, super_resolve
 
     if method not in SR_METHODS:

@@ -12,7 +12,7 @@ Methods (:data:`SR_METHODS`) and the losses of their stages (``stages: [{loss: .
                         constraint (:func:`~sourcelens.models.lenssr.lenssr_no_source_loss`, ``lens_weight``).
 ``pisr``                :class:`~sourcelens.models.pisr.PISR`. ``bicubic``: ``f`` learns bicubic upsampling of
                         ``i∘β``; ``chi2``: χ²/pixel + ``tv_weight`` · TV(ŝ) (:func:`~sourcelens.models.pisr.pisr_loss`),
-                        pixel weights by ``mask`` and ``magnification``. Unsupervised: the truth is never read.
+                        pixel weights by ``mask`` and ``magnification``; ŝ lensed by ``interpolation``. Unsupervised: the truth is never read.
 
 Data (:func:`load_sr_set`): ``low_res`` and ``noise_sigma`` divided by each image's
 :func:`~sourcelens.models.common.lensed_image_scale` ``c`` (σ floored in quadrature at ``sigma_floor``, so
@@ -74,7 +74,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                            "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "mse", "epochs": 20}]},
     "lenssr_no_source": {**_COMMON, "lens_weight": 1.0,
                          "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "lens", "epochs": 20}]},
-    "pisr": {**_COMMON, "network": "sisr", "unet": {"widths": [16, 32]}, "tv_weight": 0.01, "mask": False,
+    "pisr": {**_COMMON, "network": "sisr", "unet": {"widths": [16, 32]}, "interpolation": "bilinear",
+             "tv_weight": 0.01, "mask": False,
              "magnification": False, "max_magnification": 30.0,
              "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "chi2", "epochs": 20}]},
 }
@@ -273,7 +274,8 @@ def _finish(method: str, model: nn.Module, result, cfg: Mapping[str, Any], data:
     write_table(pd.DataFrame(result.rows, columns=list(METRIC_COLUMNS)), metrics_path, provenance)
     g: SRGeometry = data["geometry"]
     grid = {"low_res_num_pix": g.low_res_num_pix, "low_res_pixel_scale_arcsec": g.low_res_pixel_scale,
-            "factor": g.factor, "psf": data["attrs"].get("psf"), "lens_model": data["attrs"].get("lens_model")}
+            "factor": g.factor, "psf": data["attrs"].get("psf"), "lens_model": data["attrs"].get("lens_model"),
+            "supersampling": g.supersampling, "low_res_supersampling": g.low_res_supersampling}
     summary = {"method": method, "n_train": len(data["low_res"]), "n_val": n_val,
                "n_weights": sum(p.numel() for p in model.parameters()), "seed": int(seed),
                "accelerator": result.accelerator, "stages": result.stages, "best_checkpoint": result.best_checkpoint,
@@ -387,7 +389,8 @@ def train_pisr(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, A
     data, val = (load_sr_set(p, cfg["sigma_floor"]) for p in (train_path, val_path))
     lenses, (xt, xv) = _physics_inputs([data, val], [train_path, val_path], cfg, _device(cfg))
     L.seed_everything(derived_seed(seed, "sr", "pisr"), workers=True, verbose=False)
-    model = PISR(factor=data["geometry"].factor, network=cfg["network"], sisr=cfg["sisr"], unet=cfg["unet"])
+    model = PISR(factor=data["geometry"].factor, network=cfg["network"], sisr=cfg["sisr"], unet=cfg["unet"],
+                 interpolation=cfg["interpolation"])
 
     def make_module(stage: Mapping[str, Any]) -> PISRModule:
         return PISRModule(model, lenses, loss=stage["loss"], tv_weight=cfg["tv_weight"],
