@@ -351,11 +351,37 @@ def test_pisr_interpolation_is_saved_and_old_files_load_as_overlap(tmp_path, geo
     save_pisr(pisr, tmp_path / "p.pt")
     assert load_pisr(tmp_path / "p.pt").interpolation == "bilinear"
     payload = torch.load(tmp_path / "p.pt", weights_only=False)
-    del payload["hparams"]["interpolation"]
+    del payload["hparams"]["interpolation"], payload["hparams"]["refine"]
     torch.save(payload, tmp_path / "old.pt")
-    assert load_pisr(tmp_path / "old.pt").interpolation == "overlap"
+    old = load_pisr(tmp_path / "old.pt")
+    assert old.interpolation == "overlap" and old.refine["steps"] == 0     # as such files were used
     attrs = {"low_res_num_pix": 8, "low_res_pixel_scale_arcsec": 0.1, "factor": 2, "supersampling": 1,
              "low_res_supersampling": 1}
     assert not SRGeometry.from_attrs(attrs).low_res_is_binned
     assert SRGeometry.from_attrs(attrs | {"low_res_supersampling": 2}).low_res_is_binned
     assert SRGeometry.from_attrs(attrs | {"low_res_supersampling": None, "supersampling": 2}).low_res_is_binned
+
+
+def test_refine_sources_fits_the_data_and_stops_at_the_noise(geometry):
+    """PISR's inference refinement: from a poor start it lowers χ²/pixel of each image, and an image already at
+    the noise level (χ² ≤ 1) is left exactly as it was; pisr_super_resolve refines only given the noise."""
+    from sourcelens.models.pisr import refine_sources
+
+    lens = SRLens(geometry, *_sie())
+    gen = torch.Generator().manual_seed(2)
+    truth = torch.rand(2, 2 * N_LR, 2 * N_LR, generator=gen) ** 4
+    data = torch.stack([lens(t, "bilinear")[1] for t in truth])
+    sigma = torch.full_like(data, 0.02)
+    start = torch.stack([truth[0] * 0.5, truth[1]])          # the second explains its data exactly
+    refined, chi2 = refine_sources(start, [lens, lens], data, sigma, steps=60, learning_rate=3e-3)
+    before = chi2_per_pixel(data[0], lens(start[0], "bilinear")[1], sigma[0])
+    assert float(chi2[0]) < 0.5 * float(before)
+    torch.testing.assert_close(refined[1], start[1], rtol=0, atol=0)
+    model = PISR(2, sisr={"width": 4, "depth": 1}, refine={"steps": 5})
+    x = (data * 10).numpy()
+    plain, _ = pisr_super_resolve(model, [lens, lens], x)
+    again, _ = pisr_super_resolve(model, [lens, lens], x, noise_sigma=None)
+    refined_images, _ = pisr_super_resolve(model, [lens, lens], x, noise_sigma=0.0)
+    np.testing.assert_array_equal(plain, again)
+    assert not np.allclose(plain, refined_images)
+    assert PISR(2, refine={"steps": 0}).refine["steps"] == 0 and PISR(2).refine["steps"] == 100

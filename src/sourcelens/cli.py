@@ -705,6 +705,39 @@ def _add_super_resolve_parser(sub) -> None:
                    help="input pixel scale [arcsec], where the model file records none (or for bicubic)")
     p.add_argument("--hdu", default=None, help="HDU (index or name) to read; default the first with data")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="images per network batch (default 16)")
+    p.add_argument("--noise-sigma", default=None, metavar="SIGMA",
+                   help="the images' noise per pixel (a number, input units, or a FITS map or cube shaped like the "
+                        "input; 0 for noiseless images), as the pipeline's evaluation uses it: PISR refines its "
+                        "sources on the data to this noise level, and the super-resolved images are moved onto "
+                        "their data to it (sourcelens.lensing.data_consistency) where the model's training images "
+                        "were binned (each pixel the sum of its high-resolution sub-pixels; not Model_I's "
+                        "point-sampled ones)")
+
+
+def _binned(grid: dict[str, Any]) -> bool:
+    """Whether the model's training images were binned (each low-res pixel the sum of its high-res ones)."""
+    ss, lr_ss = grid.get("supersampling") or 1, grid.get("low_res_supersampling")
+    return lr_ss is None or int(lr_ss) == grid["factor"] * int(ss)
+
+
+def _noise_sigma(args, images: np.ndarray) -> np.ndarray | float | None:
+    """The noise of ``--noise-sigma`` (a number or a FITS map/cube shaped like the images), or None."""
+    if args.noise_sigma is None:
+        return None
+    try:
+        sigma: np.ndarray | float = float(args.noise_sigma)
+    except ValueError:
+        path = Path(args.noise_sigma)
+        if not path.is_file():
+            raise CommandError(f"--noise-sigma {args.noise_sigma!r}: neither a number nor a FITS file") from None
+        data, _ = _read_fits_array(path, None)
+        sigma = np.asarray(data, dtype=float)
+        if sigma.shape not in (images.shape[1:], images.shape):
+            raise CommandError(f"--noise-sigma '{path}': shape {sigma.shape} does not match the images "
+                               f"{images.shape if len(images) > 1 else images.shape[1:]}")
+    if not np.all(np.isfinite(sigma)) or np.any(np.asarray(sigma) < 0):
+        raise CommandError(f"--noise-sigma {args.noise_sigma!r}: the noise must be finite and ≥ 0")
+    return sigma
 
 
 def _load_sr_model(path: Path):
@@ -844,8 +877,11 @@ def _run_super_resolve(args) -> int:
     images, single, _ = _read_stamps(args.input, grid["num_pix"], hdu=args.hdu, hint=SR_SIZE_HINT)
     grid["num_pix"] = images.shape[1]
     lenses = _sr_lenses(args, method, grid, len(images))
+    sigma = _noise_sigma(args, images)
+    grid["consistent"] = sigma is not None and _binned(grid)
     out, sources = run_super_resolution(method, model, images, lenses, factor=grid["factor"],
-                                        batch_size=args.batch_size)
+                                        batch_size=args.batch_size, noise_sigma=sigma,
+                                        data_consistency=grid["consistent"])
     _write_fits(args.output, out[0] if single else out, _sr_cards(args, method, grid, out.shape[-1]),
                 None if sources is None else _source_hdu(sources[0] if single else sources, grid))
     extra = " and their sources (HDU SOURCE)" if sources is not None else ""
@@ -868,6 +904,9 @@ def _sr_cards(args, method: str, grid: dict[str, Any], size: int) -> dict[str, A
         cards["LENSFILE"] = (args.lens.name[:60], "lens parameters")
     if grid["pixel_scale"] is not None:
         cards["LRSCALE"] = (grid["pixel_scale"], "input pixel scale [arcsec]")
+    cards["DATACONS"] = (bool(grid.get("consistent")), "moved onto the data to its noise level")
+    if args.noise_sigma is not None and method == "pisr":
+        cards["SRREFINE"] = (True, "PISR sources refined on the data to its noise")
     return cards | _grid_cards(size, scale, "high-resolution")
 
 

@@ -128,7 +128,8 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
     galaxies first). The images of the methods in ``data_consistency`` are moved onto their data to its noise
     level (:func:`sourcelens.lensing.data_consistency`) on sets whose low-res image is the block sum of the
     high-res one (:attr:`sourcelens.lensing.SRGeometry.low_res_is_binned`); on others (Model_I samples pixel
-    centres) they are left as they are; column ``consistent`` says which rows were."""
+    centres) they are left as they are; column ``consistent`` says which rows were. Every method gets the test
+    images' noise maps (PISR refines its sources on the data with them)."""
     from ..lensing.superres import SRGeometry
     from ..models.sr import load_sr_model, run_super_resolution
     from ..selection import select_examples
@@ -164,7 +165,8 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
                 images, sources = run_super_resolution(kind, model, low_res[part],
                                                        lenses if kind in SOURCE_METHODS else None,
                                                        factor=int(attrs["factor"]), batch_size=batch_size,
-                                                       noise_sigma=arrays["noise_sigma"][part] if consistent else None)
+                                                       noise_sigma=arrays["noise_sigma"][part],
+                                                       data_consistency=consistent)
                 for k, i in enumerate(part):
                     record = {"set": set_name, "lens": lens, "noise": noise, "index": int(i), "source_id": ids[i],
                               "kind": kinds[i], "snr": float(snr[i]), "method": method, "consistent": consistent}

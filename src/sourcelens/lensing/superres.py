@@ -9,10 +9,13 @@ datasets' ``source_high_res``, so a recovered source is compared with the truth 
 :class:`SRLens` holds one lens's operators: the exact fractional-overlap map of the low-resolution image onto
 the input source grid (``i∘β``, :meth:`OverlapOperator.to_source`, no gradients needed), the exact overlap map
 of the high-resolution source onto the high-resolution image (``ŝ∘θ``, :meth:`OverlapOperator.to_image`: the
-pixel-integrated image of the piecewise-constant source, a sparse CSR product through which gradients flow), the
+pixel-integrated image of the piecewise-constant source, a sparse CSR product through which gradients flow) or
+its bilinear counterpart (the source interpolated at each pixel's sub-samples, as the datasets were rendered), the
 PSF ``P`` at the high-resolution scale and the block sum ``D`` (:func:`~.forward.downsample`), so that the model
-of the data is ``F = D(P ∗ (ŝ∘θ))`` (study 004). Built in float64 and kept in float32: about 0.7 s and 1.2 MB
-per lens at 75² → 150². :class:`SRLensCache` builds each distinct lens once.
+of the data is ``F = D(P ∗ (ŝ∘θ))`` (study 004; on point-sampled data such as Model_I, the source sampled at the
+low-res pixels instead). Built in float64 and kept in float32: about 0.7 s and 1.2 MB per lens at 75² → 150².
+:class:`SRLensCache` builds each distinct lens once. :func:`data_consistency` moves any super-resolved image onto
+its data through ``D``.
 
 Units. Images are flux per pixel. The networks work in *normalised surface-brightness units*: a
 low-resolution image divided by its scale ``c`` (:func:`sourcelens.models.common.lensed_image_scale`); a

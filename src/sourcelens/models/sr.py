@@ -57,40 +57,45 @@ def load_sr_model(path: str | Path, map_location: str | torch.device = "cpu") ->
 
 def run_super_resolution(method: str, model: nn.Module | None, low_res: np.ndarray, lenses: Sequence | None = None,
                          *, factor: int = 2, batch_size: int = 16, device: torch.device | None = None,
-                         noise_sigma: np.ndarray | float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                         noise_sigma: np.ndarray | float | None = None, data_consistency: bool = False
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
     """Super-resolved images (N, fn, fn), flux per high-resolution pixel, of low-resolution images (N, n, n),
     flux per pixel, by ``method`` (``model``: its network; None for ``bicubic``, which upsamples by ``factor``),
     and the sources (N, fn, fn), flux per high-resolution source cell, of the methods that yield one (PISR;
     LensSR without source given ``lenses``), else None. ``lenses``: one :class:`~sourcelens.lensing.SRLens` per
     image, needed by PISR, used by LensSR without source for its source, ignored by the others.
 
-    With ``noise_sigma`` (the low-res images' noise per pixel, same units, or one number; 0 for noiseless data)
-    the images are moved onto their data to its noise level (:func:`sourcelens.lensing.data_consistency`): only
-    right where each low-res pixel is the sum of its ``factor × factor`` high-res pixels."""
-    if noise_sigma is not None:
-        from ..lensing.superres import data_consistency
-
-        images, sources = run_super_resolution(method, model, low_res, lenses, factor=factor,
-                                               batch_size=batch_size, device=device)
-        f = images.shape[-1] // np.asarray(low_res).shape[-1]
-        return data_consistency(images, low_res, noise_sigma, f)[0], sources
+    ``noise_sigma``: the low-res images' noise per pixel (same units, or one number; 0 for noiseless data), used
+    by the methods that can: PISR refines its sources on the data (:func:`~.pisr.refine_sources`). With
+    ``data_consistency`` the images are then moved onto their data to that noise level
+    (:func:`sourcelens.lensing.data_consistency`): only right where each low-res pixel is the sum of its
+    ``factor × factor`` high-res pixels."""
     from .sisr import bicubic_super_resolve, super_resolve
 
     if method not in SR_METHODS:
         raise ValueError(f"unknown super-resolution method {method!r}; expected one of {SR_METHODS}")
+    if data_consistency and noise_sigma is None:
+        raise ValueError("data consistency needs the images' noise_sigma (0 for noiseless images)")
     if method == "bicubic":
         f = int(model.hparams["factor"]) if model is not None else int(factor)
-        return bicubic_super_resolve(low_res, f), None
-    if model is None:
+        images, sources = bicubic_super_resolve(low_res, f), None
+    elif model is None:
         raise ValueError(f"the {method} method needs its trained model")
-    if method == "pisr":
+    elif method == "pisr":
         from .pisr import pisr_super_resolve
 
         if lenses is None:
             raise ValueError("PISR needs the lens of every image")
-        return pisr_super_resolve(model, lenses, low_res, batch_size=batch_size)
-    if method == "lenssr_no_source":
+        images, sources = pisr_super_resolve(model, lenses, low_res, batch_size=batch_size, noise_sigma=noise_sigma)
+    elif method == "lenssr_no_source":
         from .lenssr import lenssr_super_resolve
 
-        return lenssr_super_resolve(model, low_res, lenses, batch_size=batch_size)
-    return super_resolve(model, low_res, batch_size=batch_size, device=device or torch.device("cpu")), None
+        images, sources = lenssr_super_resolve(model, low_res, lenses, batch_size=batch_size)
+    else:
+        images, sources = super_resolve(model, low_res, batch_size=batch_size,
+                                        device=device or torch.device("cpu")), None
+    if data_consistency:
+        from ..lensing.superres import data_consistency as consistent
+
+        images = consistent(images, low_res, noise_sigma, images.shape[-1] // np.asarray(low_res).shape[-1])[0]
+    return images, sources

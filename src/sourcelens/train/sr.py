@@ -75,6 +75,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "lenssr_no_source": {**_COMMON, "lens_weight": 1.0,
                          "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "lens", "epochs": 20}]},
     "pisr": {**_COMMON, "network": "sisr", "unet": {"widths": [16, 32]}, "interpolation": "bilinear",
+             "refine": {"steps": 100, "learning_rate": 1e-3, "tv_weight": 0.0},
              "tv_weight": 0.01, "mask": False,
              "magnification": False, "max_magnification": 30.0,
              "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "chi2", "epochs": 20}]},
@@ -390,7 +391,7 @@ def train_pisr(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, A
     lenses, (xt, xv) = _physics_inputs([data, val], [train_path, val_path], cfg, _device(cfg))
     L.seed_everything(derived_seed(seed, "sr", "pisr"), workers=True, verbose=False)
     model = PISR(factor=data["geometry"].factor, network=cfg["network"], sisr=cfg["sisr"], unet=cfg["unet"],
-                 interpolation=cfg["interpolation"])
+                 interpolation=cfg["interpolation"], refine={**cfg["refine"], "sigma_floor": cfg["sigma_floor"]})
 
     def make_module(stage: Mapping[str, Any]) -> PISRModule:
         return PISRModule(model, lenses, loss=stage["loss"], tv_weight=cfg["tv_weight"],
