@@ -17,6 +17,10 @@ sub-samples as the datasets were rendered. With the true source, ``overlap`` rep
 high-resolution truth to 40 dB on Model_I (point-sampled) and 52 dB on the real-galaxy set; ``bilinear`` to 58 and
 57 dB: the overlap's blocky lensed cells, not the network, cap PISR on noiseless data.
 
+Inference given the images' noise (:func:`pisr_super_resolve` with ``noise_sigma``): ``f``'s source is the start
+of a per-image refinement on the same loss, stopped once the image explains its data to the noise
+(:func:`refine_sources`) — the network amortises the fit, the data finish it.
+
 ``f`` (``network``): ``"sisr"`` — :class:`~.sisr.SISR` (×factor, bicubic skip by default) — or ``"unet"`` —
 :class:`SourceUNet`, bicubic upsampling of ``s`` then a :class:`~.unet.UNet` residual. Units: normalised
 surface brightness (:mod:`sourcelens.lensing.superres`).
