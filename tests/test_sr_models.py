@@ -145,6 +145,12 @@ def test_gradients_reach_f_through_the_sparse_operator(geometry):
     image, source = net(x[:, None], lens.to_source(x)[:, None])
     lenssr_no_source_loss(image[:, 0], source[:, 0], [lens, lens], x, torch.full_like(x, 0.1))["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.source_net.parameters())
+    # and through the bilinear map (the training default)
+    net.zero_grad()
+    image, source = net(x[:, None], lens.to_source(x)[:, None])
+    lenssr_no_source_loss(image[:, 0], source[:, 0], [lens, lens], x, torch.full_like(x, 0.1),
+                          interpolation="bilinear")["lens"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.source_net.parameters())
 
 
 def test_gradient_steps_fit_a_tiny_batch(geometry):

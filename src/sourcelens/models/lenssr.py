@@ -52,13 +52,14 @@ class LensSRNoSource(nn.Module):
 
 
 def lenssr_no_source_loss(image: torch.Tensor, source: torch.Tensor, lenses: Sequence[SRLens],
-                          low_res: torch.Tensor, sigma: torch.Tensor, lens_weight: float = 1.0
-                          ) -> dict[str, torch.Tensor]:
+                          low_res: torch.Tensor, sigma: torch.Tensor, lens_weight: float = 1.0,
+                          interpolation: str = "overlap") -> dict[str, torch.Tensor]:
     """``loss`` = intensity + ``lens_weight`` · lens, batch means, with ``Î``, ``Ŝ`` (B, fn, fn), images and σ
     (B, n, n): ``intensity`` the χ²/pixel of ``D(Î)/f²`` against the data, ``lens`` the χ²/pixel of ``Î``
-    against ``P ∗ (Ŝ∘θ)`` on the fine grid (σ of a fine pixel, :func:`fine_sigma`)."""
+    against ``P ∗ (Ŝ∘θ)`` on the fine grid (σ of a fine pixel, :func:`fine_sigma`), ``Ŝ`` lensed by
+    ``interpolation`` (:class:`~sourcelens.lensing.SRLens`)."""
     f = lenses[0].geometry.factor
-    relensed = torch.stack([lens.image(s.to(lens.dtype)) for lens, s in zip(lenses, source)])
+    relensed = torch.stack([lens.image(s.to(lens.dtype), interpolation) for lens, s in zip(lenses, source)])
     intensity = chi2_per_pixel(low_res, block_mean(image, f), sigma).mean()
     tie = chi2_per_pixel(image, relensed.to(image.dtype), fine_sigma(sigma, f)).mean()
     return {"loss": intensity + lens_weight * tie, "intensity": intensity, "lens": tie}

@@ -9,7 +9,8 @@ Methods (:data:`SR_METHODS`) and the losses of their stages (``stages: [{loss: .
                         low-resolution image (:func:`sourcelens.models.lenssr.sersic_relensed`), never the truth.
 ``lenssr_no_source``    :class:`~sourcelens.models.lenssr.LensSRNoSource`. ``bicubic``: both networks learn
                         bicubic upsampling (of the image, of ``i∘β``); ``lens``: the lens equation and intensity
-                        constraint (:func:`~sourcelens.models.lenssr.lenssr_no_source_loss`, ``lens_weight``).
+                        constraint (:func:`~sourcelens.models.lenssr.lenssr_no_source_loss`, ``lens_weight``,
+                        ``Ŝ`` lensed by ``interpolation``).
 ``pisr``                :class:`~sourcelens.models.pisr.PISR`. ``bicubic``: ``f`` learns bicubic upsampling of
                         ``i∘β``; ``chi2``: χ²/pixel + ``tv_weight`` · TV(ŝ) (:func:`~sourcelens.models.pisr.pisr_loss`),
                         pixel weights by ``mask`` and ``magnification``; ŝ lensed by ``interpolation``. Unsupervised: the truth is never read.
@@ -72,7 +73,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "supervised": {**_COMMON, "augment": True, "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "mse", "epochs": 20}]},
     "lenssr_with_source": {**_COMMON, "augment": True, "sersic_max_iter": 100, "supersampling": None,
                            "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "mse", "epochs": 20}]},
-    "lenssr_no_source": {**_COMMON, "lens_weight": 1.0,
+    "lenssr_no_source": {**_COMMON, "lens_weight": 1.0, "interpolation": "bilinear",
                          "stages": [{"loss": "bicubic", "epochs": 3}, {"loss": "lens", "epochs": 20}]},
     "pisr": {**_COMMON, "network": "sisr", "unet": {"widths": [16, 32]}, "interpolation": "bilinear",
              "refine": {"steps": 100, "learning_rate": 1e-3, "tv_weight": 0.0},
@@ -159,11 +160,13 @@ class LensSRModule(_PhysicsModule):
     backward-lensed images ``i∘β``, all (B, n, n), row indices (B,))."""
 
     def __init__(self, model: LensSRNoSource, lenses: Sequence[SRLens], loss: str = "lens", lens_weight: float = 1.0,
-                 learning_rate: float = 1e-3, lr_patience: int = 3, weight_decay: float = 0.0):
+                 learning_rate: float = 1e-3, lr_patience: int = 3, weight_decay: float = 0.0,
+                 interpolation: str = "overlap"):
         super().__init__(lenses, learning_rate, lr_patience, weight_decay)
         if loss not in SR_LOSSES["lenssr_no_source"]:
             raise ValueError(f"unknown LensSR loss {loss!r}; expected one of {SR_LOSSES['lenssr_no_source']}")
         self.model, self.loss_kind, self.lens_weight = model, loss, float(lens_weight)
+        self.interpolation = interpolation
 
     def compute_loss(self, batch) -> dict[str, torch.Tensor]:
         x, sigma, src, index = batch
@@ -173,7 +176,8 @@ class LensSRModule(_PhysicsModule):
         if self.loss_kind == "bicubic":
             loss = _mse(image[:, 0], upsample_bicubic(x, f)) + _mse(source[:, 0], upsample_bicubic(src, f))
             return {"loss": loss, "mse": mse}
-        out = lenssr_no_source_loss(image[:, 0], source[:, 0], self.lenses_of(index), x, sigma, self.lens_weight)
+        out = lenssr_no_source_loss(image[:, 0], source[:, 0], self.lenses_of(index), x, sigma, self.lens_weight,
+                                    self.interpolation)
         return out | {"mse": mse}
 
 
@@ -369,7 +373,7 @@ def train_lenssr(train_path: str | Path, val_path: str | Path, cfg: Mapping[str,
     def make_module(stage: Mapping[str, Any]) -> LensSRModule:
         return LensSRModule(model, lenses, loss=stage["loss"], lens_weight=cfg["lens_weight"],
                             learning_rate=cfg["learning_rate"], lr_patience=cfg["lr_patience"],
-                            weight_decay=cfg["weight_decay"])
+                            weight_decay=cfg["weight_decay"], interpolation=cfg["interpolation"])
 
     result = train_stages(make_module,
                           TensorDataset(data["low_res"], data["sigma"], xt["source"], xt["index"]),
