@@ -714,12 +714,6 @@ def _add_super_resolve_parser(sub) -> None:
                         "point-sampled ones)")
 
 
-def _binned(grid: dict[str, Any]) -> bool:
-    """Whether the model's training images were binned (each low-res pixel the sum of its high-res ones)."""
-    ss, lr_ss = grid.get("supersampling") or 1, grid.get("low_res_supersampling")
-    return lr_ss is None or int(lr_ss) == grid["factor"] * int(ss)
-
-
 def _noise_sigma(args, images: np.ndarray) -> np.ndarray | float | None:
     """The noise of ``--noise-sigma`` (a number or a FITS map/cube shaped like the images), or None."""
     if args.noise_sigma is None:
@@ -864,6 +858,7 @@ def _sr_lenses(args, method: str, grid: dict[str, Any], n_images: int):
 
 def _run_super_resolve(args) -> int:
     """``sourcelens super-resolve``: super-resolved images (and sources) of a FITS image or cube."""
+    from .lensing.superres import low_res_is_binned
     from .models.sr import run_super_resolution
 
     _check_lens_output(args, FITS_SUFFIXES)
@@ -878,7 +873,8 @@ def _run_super_resolve(args) -> int:
     grid["num_pix"] = images.shape[1]
     lenses = _sr_lenses(args, method, grid, len(images))
     sigma = _noise_sigma(args, images)
-    grid["consistent"] = sigma is not None and _binned(grid)
+    grid["consistent"] = sigma is not None and low_res_is_binned(grid["factor"], grid.get("supersampling"),
+                                                                 grid.get("low_res_supersampling"))
     out, sources = run_super_resolution(method, model, images, lenses, factor=grid["factor"],
                                         batch_size=args.batch_size, noise_sigma=sigma,
                                         data_consistency=grid["consistent"])

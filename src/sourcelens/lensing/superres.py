@@ -46,7 +46,7 @@ from .conventions import pixel_grid
 from .forward import convolve, downsample
 from .maps import magnification
 
-__all__ = ["INTERPOLATIONS", "SRGeometry", "SRLens", "SRLensCache", "psf_kernel", "chi2_per_pixel", "fine_sigma",
+__all__ = ["INTERPOLATIONS", "low_res_is_binned", "SRGeometry", "SRLens", "SRLensCache", "psf_kernel", "chi2_per_pixel", "fine_sigma",
            "total_variation", "block_mean", "data_consistency"]
 
 
@@ -64,6 +64,12 @@ def psf_kernel(psf: Mapping[str, Any] | None, pixel_scale: float, subgrid: int =
         return None
     kernel = np.asarray(make_psf(psf, pixel_scale, subgrid).kernel_point_source, dtype=float)
     return torch.as_tensor(kernel / kernel.sum())
+
+
+def low_res_is_binned(factor: int, supersampling: int | None = 1, low_res_supersampling: int | None = None) -> bool:
+    """Whether a low-res image rendered on ``low_res_supersampling`` sub-pixels per side (None: the high-res
+    sub-pixels) is the ``factor × factor`` block sum of the high-res image rendered on ``supersampling``."""
+    return low_res_supersampling is None or int(low_res_supersampling) == int(factor) * int(supersampling or 1)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class SRGeometry:
     @property
     def low_res_is_binned(self) -> bool:
         """Whether the low-res image is the ``factor × factor`` block sum of the high-res one (``D`` exact)."""
-        return self.low_res_supersampling in (None, self.factor * self.supersampling)
+        return low_res_is_binned(self.factor, self.supersampling, self.low_res_supersampling)
 
     @property
     def high_res_num_pix(self) -> int:
@@ -120,7 +126,7 @@ class SRGeometry:
         factor, scale = int(attrs["factor"]), float(attrs["low_res_pixel_scale_arcsec"])
         ss = int(attrs.get("supersampling") or 1)
         lr_ss = attrs.get("low_res_supersampling")
-        lr_ss = None if lr_ss is None or int(lr_ss) == factor * ss else int(lr_ss)
+        lr_ss = None if low_res_is_binned(factor, ss, lr_ss) else int(lr_ss)
         return cls(int(attrs["low_res_num_pix"]), scale, factor, psf_kernel(attrs.get("psf"), scale / factor, factor),
                    ss, lr_ss, None if lr_ss is None else psf_kernel(attrs.get("psf"), scale))
 
@@ -143,7 +149,7 @@ class SRLens:
     sub-pixels of each pixel (:class:`~.sparse.BilinearLensingOperator`, as lenstronomy renders a smooth
     source), the low-res model the block mean where the low-res image is binned
     (:attr:`SRGeometry.low_res_is_binned`), else the source sampled at the low-res sub-pixels with the low-res
-    PSF. Each operator is built on first use (about 0.7 s for the overlaps, 0.1 s for the bilinear map)."""
+    PSF. Each operator is built on first use (the bilinear map about 4× faster than the overlaps)."""
 
     def __init__(self, geometry: SRGeometry, lens_models: Sequence[str], kwargs_lens: Sequence[Mapping[str, Any]],
                  *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None, **overlap: Any):

@@ -170,7 +170,7 @@ def pisr_super_resolve(model: nn.Module, lenses: Sequence[SRLens], low_res: np.n
     f = int(model.hparams["factor"])
     scale = lensed_image_scale(low_res)
     model = model.cpu().eval()
-    refine = dict(REFINE, **getattr(model, "refine", {}))
+    refine = model.refine
     if noise_sigma is not None:
         sigma_all = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float32), low_res.shape) / scale[:, None, None]
         sigma_all = np.sqrt(sigma_all**2 + float(refine["sigma_floor"]) ** 2)
@@ -185,7 +185,7 @@ def pisr_super_resolve(model: nn.Module, lenses: Sequence[SRLens], low_res: np.n
             src, _ = refine_sources(src, batch, x, torch.as_tensor(sigma_all[i:i + batch_size]),
                                     steps=int(refine["steps"]), learning_rate=float(refine["learning_rate"]),
                                     tv_weight=float(refine["tv_weight"]),
-                                    interpolation=getattr(model, "interpolation", "bilinear"))
+                                    interpolation=model.interpolation)
             with torch.no_grad():
                 high_res = torch.stack([lens.image(s.to(lens.dtype), model.interpolation)
                                         for lens, s in zip(batch, src)]).to(src.dtype)
