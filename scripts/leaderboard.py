@@ -15,6 +15,7 @@ from sourcelens.evaluate import leaderboard as lb
 from sourcelens.fit.lensed import fit_options, flux_normalised
 from sourcelens.io import provenance, save_figure, write_table
 from sourcelens.models import load_cnn, load_unet, load_vae
+from sourcelens.models.sr import load_sr_model
 from sourcelens.selection import select_examples
 
 torch.set_num_threads(max(1, int(snakemake.threads)))
@@ -23,9 +24,10 @@ record = provenance(snakemake.config, rule="leaderboard", input=list(map(str, sn
 scenes = lb.pairs_scenes(snakemake.input.test, cfg["n_galaxies"], snakemake.params.pairs)
 log.info("%d test galaxies of %s (%s), %s lens", len(scenes), snakemake.input.test,
          pd.Series(scenes.kinds).value_counts().to_dict(), scenes.lens_model)
+sr_models = {method: load_sr_model(path)[0] for method, path in snakemake.params.sr_models.items()}
 per_galaxy, sources = lb.evaluate_leaderboard(
     scenes, load_vae(snakemake.input.vae), load_cnn(snakemake.input.cnn), load_unet(snakemake.input.unet),
-    fit_options=fit_options(snakemake.params.fit))
+    fit_options=fit_options(snakemake.params.fit), sr_models=sr_models, pairs_cfg=snakemake.params.pairs)
 table = lb.leaderboard_table(per_galaxy, rng_for(int(snakemake.params.seed), "leaderboard", "bootstrap"),
                              int(cfg["bootstrap_resamples"]), float(cfg["interval"]))
 write_table(per_galaxy, snakemake.output.metrics, record)

@@ -39,6 +39,23 @@ def test_sr_sets_merge_presets_and_name_bad_keys():
             check_config({"simulate": {"sr": {"sets": sets}}})
 
 
+def test_leaderboard_super_resolution_models_are_trained_ones():
+    from sourcelens.config import check_config
+
+    sets = {"model_i": {"preset": "model_i"}, "real": {"preset": "broad", "source": "stamps"}}
+    cfg = check_config({"simulate": {"sr": {"sets": sets}}})
+    assert cfg["leaderboard"]["super_resolution"] == {"methods": ["lenssr_no_source", "pisr"], "set": "model_i",
+                                                      "lens_model": "SIS", "noise": "noiseless"}   # null: the first
+    for board, culprit in (({"set": "broad"}, "leaderboard/super_resolution/set.*'broad'"),
+                           ({"noise": "poisson"}, "leaderboard/super_resolution/noise"),
+                           ({"methods": ["supervised"]}, "leaderboard/super_resolution/methods/0")):
+        with pytest.raises(ConfigError, match=culprit):
+            check_config({"simulate": {"sr": {"sets": sets}}, "leaderboard": {"super_resolution": board}})
+    with pytest.raises(ConfigError, match=r"leaderboard/super_resolution/methods.*\['pisr'\] is not trained"):
+        check_config({"simulate": {"sr": {"sets": sets}}, "super_resolution": {"methods": ["bicubic"]},
+                      "leaderboard": {"super_resolution": {"methods": ["pisr"]}}})
+
+
 @pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "paper.yaml", "study000.yaml"])
 def test_shipped_configs_validate(repo, name, btk_dir):
     overrides = None

@@ -204,7 +204,8 @@ def _sr_set_problems(sr_cfg: Mapping[str, Any]) -> list[str]:
 
 def _super_resolution_problems(cfg: dict) -> list[str]:
     """``super_resolution``'s sets, lens models and noise variants among those of ``simulate.sr`` (null: all of
-    them, filled in ``cfg``); the PISR ablation's TV term non-zero."""
+    them, filled in ``cfg``), and the leaderboard's super-resolution models among those trained (null: the
+    first, filled in); the PISR ablation's TV term non-zero."""
     sr, block = cfg["simulate"]["sr"], cfg["super_resolution"]
     problems = []
     for key, available in (("sets", list(sr["sets"])), ("lens_models", sr["lens_models"]),
@@ -216,6 +217,17 @@ def _super_resolution_problems(cfg: dict) -> list[str]:
         if missing:
             problems.append(f"config keys 'super_resolution/{key}' and 'simulate/sr/{key}': {missing} "
                             f"{'is' if len(missing) == 1 else 'are'} not simulated (simulated: {list(available)})")
+    board = cfg["leaderboard"]["super_resolution"]
+    for key, listed in (("set", "sets"), ("lens_model", "lens_models"), ("noise", "noise_variants")):
+        if board[key] is None:
+            board[key] = block[listed][0] if block[listed] else None
+        elif board[key] not in block[listed]:
+            problems.append(f"config keys 'leaderboard/super_resolution/{key}' and 'super_resolution/{listed}': "
+                            f"{board[key]!r} is not among the trained ({block[listed]})")
+    untrained = [m for m in board["methods"] if m not in block["methods"]]
+    if untrained:
+        problems.append(f"config keys 'leaderboard/super_resolution/methods' and 'super_resolution/methods': "
+                        f"{untrained} {'is' if len(untrained) == 1 else 'are'} not trained ({block['methods']})")
     if block["pisr_ablation"] and not block["pisr"]["tv_weight"] > 0:
         problems.append("config keys 'super_resolution/pisr_ablation' and 'super_resolution/pisr/tv_weight': the "
                         "ablation adds the TV term of weight tv_weight, which must then be > 0")

@@ -67,6 +67,12 @@ def sr_model(method, set, lens, noise):
     return f"results/models/sr/{set}_{lens}_{noise}/{method}.pt"
 
 
+def leaderboard_sr_models():
+    """The super-resolution models whose sources join the leaderboard: {method: path} (config leaderboard.super_resolution)."""
+    board = config["leaderboard"]["super_resolution"]
+    return {m: sr_model(m, board["set"], board["lens_model"], board["noise"]) for m in board["methods"]}
+
+
 def sr_evaluation_tests(wildcards):
     """The test files evaluate_sr reads for a set: {"lens/noise": path}."""
     return {f"{lens}/{noise}": f"results/data/sr_{wildcards.set}_{lens}_{noise}_test.h5"

@@ -8,6 +8,7 @@ rule leaderboard:
         cnn="results/models/cnn.pt",
         unet="results/models/unet.pt",
         test=f"results/data/pairs_{config['unet']['lens_model']}_test.h5",
+        sr=list(leaderboard_sr_models().values()),
     output:
         metrics="results/metrics/leaderboard.csv",
         table=report("results/tables/leaderboard.csv", caption="../report/leaderboard.rst", category="Leaderboard"),
@@ -19,6 +20,7 @@ rule leaderboard:
         leaderboard=config["leaderboard"],
         fit=config["fit"],
         pairs=config["simulate"]["pairs"],
+        sr_models=leaderboard_sr_models(),
         seed=config["seed"],
     threads: 1  # seconds per galaxy in the table are per core for every method
     log:

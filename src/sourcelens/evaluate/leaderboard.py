@@ -16,6 +16,9 @@ Methods (:data:`METHODS`; those needing a model that is not given are left out):
 ``decoder (CNN lens)``            the same through the CNN's lens
 ``Sérsic``, ``Sérsic + shapelets n_max``, ``pixelated``   the study-000 baselines through the true lens
                                   (:func:`sourcelens.fit.lensed.fit_lensed_all`)
+``LensSR (no source)``, ``PISR``  the sources of the super-resolution methods that yield one (studies 001, 004;
+                                  :func:`sr_source`), trained on a super-resolution set and applied here through
+                                  the true lens
 
 Metrics per galaxy, the same for all: ``mse`` and ``ssim`` of the source against the truth after ONE fixed
 normalisation (:func:`sourcelens.fit.lensed.source_metrics`: the estimate scaled to the true source's flux on the
@@ -54,11 +57,13 @@ from .delensing import backward_source, identity_source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "SCORES", "pairs_scenes", "relensed_chi2", "evaluate_leaderboard", "paired_bootstrap",
-           "leaderboard_table"]
+__all__ = ["METHODS", "SCORES", "SR_SOURCE_METHODS", "pairs_scenes", "relensed_chi2", "sr_source",
+           "evaluate_leaderboard", "paired_bootstrap", "leaderboard_table"]
 
 METHODS = ("identity", "backward (true lens)", "backward (CNN lens)", "U-Net", "decoder (true lens)",
-           "decoder (CNN lens)", "Sérsic", "Sérsic + shapelets", "pixelated")
+           "decoder (CNN lens)", "Sérsic", "Sérsic + shapelets", "pixelated", "LensSR (no source)", "PISR")
+#: the leaderboard's name of each super-resolution method that yields a source
+SR_SOURCE_METHODS = {"lenssr_no_source": "LensSR (no source)", "pisr": "PISR"}
 # the summarised metrics and whether larger is better
 SCORES = {"ssim": True, "mse": False, "psnr": True, "chi2_nu": False}
 _FIT_NAMES = {"decoder": "decoder (true lens)", "sersic": "Sérsic", "pixelated": "pixelated"}
@@ -123,6 +128,36 @@ def relensed_chi2(scenes: LensedScenes, sources: np.ndarray) -> np.ndarray:
     return out
 
 
+def sr_source(scenes: LensedScenes, method: str, model: torch.nn.Module, psf: Mapping[str, Any] | None,
+              supersampling: int = 1) -> np.ndarray:
+    """The source of a super-resolution ``method`` (``lenssr_no_source``, ``pisr``; ``model`` trained on an SR
+    set) for every scene, through its true lens (shear included), sampled on the scenes' source grid (B, m, m;
+    flux per grid pixel up to a scale).
+
+    The super-resolution grids are the scenes' own: the image's pixels, ``factor``× finer (the model's), with
+    the pairs' ``psf`` (config, as ``simulate.pairs.psf``) and their ``supersampling`` (rendered on
+    ``supersampling`` sub-pixels per side: the low-res image is the block sum of the fine one where that is a
+    multiple of the factor). PISR refines its source on each image given the noise map
+    (:func:`sourcelens.models.pisr.refine_sources`). The source, on the fine grid over the whole field, is
+    sampled bilinearly at the centres of the source grid's pixels."""
+    from ..lensing.superres import SRGeometry, SRLensCache
+    from ..models.sr import run_super_resolution
+
+    if method not in SR_SOURCE_METHODS:
+        raise ValueError(f"super-resolution method {method!r} yields no source; those that do: "
+                         f"{', '.join(SR_SOURCE_METHODS)}")
+    factor, supersampling = int(model.hparams["factor"]), int(supersampling)
+    geometry = SRGeometry.from_attrs({
+        "low_res_num_pix": scenes.num_pix, "low_res_pixel_scale_arcsec": scenes.pixel_scale, "factor": factor,
+        "psf": psf, "supersampling": max(1, supersampling // factor), "low_res_supersampling": supersampling})
+    lenses = SRLensCache(geometry).for_rows(scenes.lens_model, scenes.lens.to_numpy(), with_shear=True)
+    _, fine = run_super_resolution(method, model, scenes.data.astype(np.float32), lenses,
+                                   noise_sigma=scenes.sigma.astype(np.float32))
+    m = scenes.stamps.shape[-1]
+    # bilinear sampling of the centred fine source at the centres of the source grid (as the identity does)
+    return identity_source(fine, geometry.high_res_pixel_scale, m, float(scenes.source_pixel_scale[0]))
+
+
 def _timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -131,10 +166,14 @@ def _timed(fn, *args, **kwargs):
 
 def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
                          fit_options: Mapping[str, Any] | None = None,
-                         methods: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+                         methods: Sequence[str] | None = None,
+                         sr_models: Mapping[str, torch.nn.Module] | None = None,
+                         pairs_cfg: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Every method of :data:`METHODS` (restricted to ``methods``; those needing a model not given left out) on
     ``scenes`` (:func:`pairs_scenes`). ``fit_options``: keyword arguments of
     :func:`~sourcelens.fit.lensed.fit_lensed_all` (regularisation, max_iter, shapelet_n_max, ...).
+    ``sr_models``: super-resolution models by method (keys of :data:`SR_SOURCE_METHODS`), applied by
+    :func:`sr_source` with the PSF and supersampling of ``pairs_cfg`` (``simulate.pairs``, which they need).
     Returns the per-galaxy metrics (``galaxy``, ``source_id``, ``kind``, ``method``, ``lens``, ``mse``, ``ssim``,
     ``psnr``, ``chi2_nu``, ``chi2_nu_true_source`` (the true source re-lensed the same way: the floor the source
     grid allows), ``seconds``) and the sources by method (B, m, m, flux per grid pixel up to a scale)."""
@@ -196,6 +235,18 @@ def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
         res = fits["decoder"]
         add("decoder (CNN lens)", res.source, res.seconds + cnn_seconds, res.chi2 / (scenes.data[0].size - res.n_params),
             "CNN")
+
+    for method, model in (sr_models or {}).items():
+        label = SR_SOURCE_METHODS.get(method)
+        if label is None:
+            raise ValueError(f"super-resolution method {method!r} yields no source; those that do: "
+                             f"{', '.join(SR_SOURCE_METHODS)}")
+        if label not in wanted:
+            continue
+        if pairs_cfg is None:
+            raise ValueError("the super-resolution sources need the pairs' config (simulate.pairs: PSF, supersampling)")
+        src, t = _timed(sr_source, scenes, method, model, pairs_cfg.get("psf"), int(pairs_cfg.get("supersampling", 1)))
+        add(label, src, t / b, relensed_chi2(scenes, src), "true")
 
     floor = relensed_chi2(scenes, truth)
     order = [name for method in METHODS for name in sources if name == method or name.startswith(method + " n_max")]

@@ -271,15 +271,15 @@ class SRLensCache:
             self._lenses[key] = SRLens(self.geometry, lens_models, kwargs_lens, **self.overlap)
         return self._lenses[key]
 
-    def for_rows(self, lens_model: str, lens_params: np.ndarray) -> list[SRLens]:
-        """One :class:`SRLens` per row of a dataset's ``lens_params`` (N, 8) (LENS_PARAMETERS columns; shear
-        left out, as the SR datasets have none)."""
+    def for_rows(self, lens_model: str, lens_params: np.ndarray, with_shear: bool = False) -> list[SRLens]:
+        """One :class:`SRLens` per row of a dataset's ``lens_params`` (N, 8) (LENS_PARAMETERS columns; the
+        external shear only ``with_shear``: the SR datasets have none, the pairs do)."""
         from ..names import LENS_PARAMETERS
         from ..simulate import lens_kwargs
 
         out = []
         for row in np.asarray(lens_params, dtype=float):
-            models, kwargs = lens_kwargs(lens_model, dict(zip(LENS_PARAMETERS, row)), with_shear=False)
+            models, kwargs = lens_kwargs(lens_model, dict(zip(LENS_PARAMETERS, row)), with_shear=with_shear)
             out.append(self.get(models, kwargs))
         return out
 
