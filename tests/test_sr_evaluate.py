@@ -174,10 +174,15 @@ def test_every_method_on_the_same_test_images(tmp_path):
     key = ("SIE", "noisy")
     result = evaluate_super_resolution({key: test}, {"bicubic": {key: None},
                                                       "supervised": {key: tmp_path / "supervised.pt"},
-                                                      "pisr": {key: tmp_path / "pisr.pt"}},
+                                                      "pisr": {key: tmp_path / "pisr.pt"},
+                                                      "pisr_chi2": {key: tmp_path / "pisr.pt"}},
                                        set_name="toy", n_examples=2)
-    per = result.per_image
+    per = result.per_image.query("method != 'pisr_chi2'")
     assert len(per) == 3 * 3 and list(pd.unique(per["method"])) == ["bicubic", "supervised", "pisr"]
+    # an ablation variant is scored as its network was trained: the same file, without PISR's refinement
+    ablation = result.per_image.query("method == 'pisr_chi2'").set_index("index")
+    pisr = per.query("method == 'pisr'").set_index("index")
+    assert not np.allclose(ablation["ssim"], pisr["ssim"])
     assert all(list(v) == [0, 1, 2] for v in per.groupby("method")["index"].apply(list))   # the same images
     by = per.set_index(["method", "index"])
     assert np.allclose(by.loc["supervised", "ssim"], by.loc["bicubic", "ssim"], atol=1e-5)
@@ -185,7 +190,7 @@ def test_every_method_on_the_same_test_images(tmp_path):
     assert per["snr"].gt(0).all() and per["ssim"].between(-1, 1).all()
     ex = result.examples[key]
     assert per.loc[per["index"] == ex["rows"][0], "kind"].iloc[0] == "cosmos"      # real galaxies first
-    assert set(ex["estimates"]) == {"bicubic", "supervised", "pisr"} and ex["truth"].shape[-1] == N_LR * FACTOR
+    assert set(ex["estimates"]) == {"bicubic", "supervised", "pisr", "pisr_chi2"} and ex["truth"].shape[-1] == N_LR * FACTOR
 
     fig = plots.sr_noise_limit(per)
     assert len(fig.axes) == 2

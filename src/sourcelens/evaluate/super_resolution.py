@@ -129,7 +129,9 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
     level (:func:`sourcelens.lensing.data_consistency`) on sets whose low-res image is the block sum of the
     high-res one (:attr:`sourcelens.lensing.SRGeometry.low_res_is_binned`); on others (Model_I samples pixel
     centres) they are left as they are; column ``consistent`` says which rows were. Every method gets the test
-    images' noise maps (PISR refines its sources on the data with them)."""
+    images' noise maps (PISR refines its sources on the data with them), except the PISR ablation variants:
+    they measure what each loss term teaches the network, so they are scored as trained, without refinement
+    (which fits every variant's source to the same data and would hide the differences)."""
     from ..lensing.superres import SRGeometry
     from ..models.sr import load_sr_model, run_super_resolution
     from ..selection import select_examples
@@ -162,11 +164,12 @@ def evaluate_super_resolution(tests: Mapping[tuple[str, str], str | Path],
             lenses = _lens_rows(attrs, arrays["lens_params"][part]) if needs_lens else None
             for method, (model, kind) in loaded.items():
                 consistent = binned and method in data_consistency
+                ablation = method in PISR_ABLATION         # the network as trained: no refinement
                 images, sources = run_super_resolution(kind, model, low_res[part],
                                                        lenses if kind in SOURCE_METHODS else None,
                                                        factor=int(attrs["factor"]), batch_size=batch_size,
-                                                       noise_sigma=arrays["noise_sigma"][part],
-                                                       data_consistency=consistent)
+                                                       noise_sigma=None if ablation else arrays["noise_sigma"][part],
+                                                       data_consistency=consistent and not ablation)
                 for k, i in enumerate(part):
                     record = {"set": set_name, "lens": lens, "noise": noise, "index": int(i), "source_id": ids[i],
                               "kind": kinds[i], "snr": float(snr[i]), "method": method, "consistent": consistent}
