@@ -51,6 +51,9 @@ def test_leaderboard_super_resolution_models_are_trained_ones():
                            ({"methods": ["supervised"]}, "leaderboard/super_resolution/methods/0")):
         with pytest.raises(ConfigError, match=culprit):
             check_config({"simulate": {"sr": {"sets": sets}}, "leaderboard": {"super_resolution": board}})
+    # by default, the source-yielding methods that are trained; asked for, an untrained one is named
+    trimmed = check_config({"simulate": {"sr": {"sets": sets}}, "super_resolution": {"methods": ["bicubic", "pisr"]}})
+    assert trimmed["leaderboard"]["super_resolution"]["methods"] == ["pisr"]
     with pytest.raises(ConfigError, match=r"leaderboard/super_resolution/methods.*\['pisr'\] is not trained"):
         check_config({"simulate": {"sr": {"sets": sets}}, "super_resolution": {"methods": ["bicubic"]},
                       "leaderboard": {"super_resolution": {"methods": ["pisr"]}}})
