@@ -128,6 +128,14 @@ def relensed_chi2(scenes: LensedScenes, sources: np.ndarray) -> np.ndarray:
     return out
 
 
+def _sr_label(method: str) -> str:
+    """The leaderboard's name of a super-resolution method; ValueError for one that yields no source."""
+    if method not in SR_SOURCE_METHODS:
+        raise ValueError(f"super-resolution method {method!r} yields no source; those that do: "
+                         f"{', '.join(SR_SOURCE_METHODS)}")
+    return SR_SOURCE_METHODS[method]
+
+
 def sr_source(scenes: LensedScenes, method: str, model: torch.nn.Module, psf: Mapping[str, Any] | None,
               supersampling: int = 1) -> np.ndarray:
     """The source of a super-resolution ``method`` (``lenssr_no_source``, ``pisr``; ``model`` trained on an SR
@@ -143,9 +151,7 @@ def sr_source(scenes: LensedScenes, method: str, model: torch.nn.Module, psf: Ma
     from ..lensing.superres import SRGeometry, SRLensCache
     from ..models.sr import run_super_resolution
 
-    if method not in SR_SOURCE_METHODS:
-        raise ValueError(f"super-resolution method {method!r} yields no source; those that do: "
-                         f"{', '.join(SR_SOURCE_METHODS)}")
+    _sr_label(method)
     factor, supersampling = int(model.hparams["factor"]), int(supersampling)
     geometry = SRGeometry.from_attrs({
         "low_res_num_pix": scenes.num_pix, "low_res_pixel_scale_arcsec": scenes.pixel_scale, "factor": factor,
@@ -237,10 +243,7 @@ def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
             "CNN")
 
     for method, model in (sr_models or {}).items():
-        label = SR_SOURCE_METHODS.get(method)
-        if label is None:
-            raise ValueError(f"super-resolution method {method!r} yields no source; those that do: "
-                             f"{', '.join(SR_SOURCE_METHODS)}")
+        label = _sr_label(method)
         if label not in wanted:
             continue
         if pairs_cfg is None:
