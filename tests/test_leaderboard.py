@@ -12,6 +12,7 @@ from sourcelens.config import validate_config
 from sourcelens.evaluate import leaderboard as lb
 from sourcelens.fit.scenes import true_source_on_grid
 from sourcelens.io import write_dataset
+from sourcelens.models.cnn import LensCNN
 from sourcelens.models.lenssr import LensSRNoSource
 from sourcelens.models.pisr import PISR
 from sourcelens.models.vae import VAE
@@ -99,23 +100,39 @@ def test_super_resolution_sources_join_the_leaderboard(pairs_file):
     scenes = lb.pairs_scenes(path, 3, cfg)
     torch.manual_seed(0)
     sr = {"pisr": PISR(2, sisr={"width": 4, "depth": 1}), "lenssr_no_source": LensSRNoSource(2, sisr={"width": 4, "depth": 1})}
-    wanted = ["identity", "backward (true lens)", "LensSR (no source)", "PISR"]
+    wanted = ["identity", "backward (true lens)", "LensSR no source (true lens)", "PISR (true lens)"]
     per, sources = lb.evaluate_leaderboard(scenes, sr_models=sr, pairs_cfg=cfg, methods=wanted)
-    assert list(sources) == wanted and set(per.groupby("method").size()) == {3}
+    assert list(sources) == wanted and set(per.groupby("method").size()) == {3}     # no CNN: no CNN-lens rows
     assert all(stack.shape == scenes.stamps.shape for stack in sources.values())
-    rows = per[per["method"].isin(["LensSR (no source)", "PISR"])]
+    rows = per[per["method"].isin(wanted[2:])]
     assert (rows["lens"] == "true").all() and np.isfinite(rows[["mse", "ssim", "chi2_nu", "seconds"]]).all().all()
     mean = per.groupby("method")["ssim"].mean()
-    assert mean["PISR"] > mean["identity"] + 0.2 and mean["LensSR (no source)"] > mean["identity"] + 0.2
+    assert mean["PISR (true lens)"] > mean["identity"] + 0.2
+    assert mean["LensSR no source (true lens)"] > mean["identity"] + 0.2
     # PISR refines its source on the data: it explains the image better than the network's start alone
     unrefined = PISR(2, sisr={"width": 4, "depth": 1}, refine={"steps": 0})
     unrefined.load_state_dict(sr["pisr"].state_dict())
     start = lb.sr_source(scenes, "pisr", unrefined, cfg["psf"], cfg["supersampling"])
-    assert lb.relensed_chi2(scenes, sources["PISR"]).mean() < lb.relensed_chi2(scenes, start).mean()
+    assert lb.relensed_chi2(scenes, sources["PISR (true lens)"]).mean() < lb.relensed_chi2(scenes, start).mean()
+    # through the CNN's lens: a CNN that predicts galaxy 0's true lens for every image (zero head, that lens as
+    # its mean) gives galaxy 0 the true-lens source, and rows of lens "CNN" that pay the CNN's time
+    cnn = LensCNN(image_size=24, widths=(4, 8), dense=8)
+    with torch.no_grad():
+        cnn.head[-1].weight.zero_()
+        cnn.head[-1].bias.zero_()
+        cnn.target_mean.copy_(torch.as_tensor(scenes.lens.iloc[0].to_numpy(), dtype=torch.float32))
+    both = wanted[2:] + ["LensSR no source (CNN lens)", "PISR (CNN lens)"]
+    per_cnn, via_cnn = lb.evaluate_leaderboard(scenes, cnn=cnn, sr_models=sr, pairs_cfg=cfg, methods=both)
+    assert list(via_cnn) == ["LensSR no source (true lens)", "LensSR no source (CNN lens)", "PISR (true lens)",
+                             "PISR (CNN lens)"]
+    assert (per_cnn.loc[per_cnn["method"].str.endswith("(CNN lens)"), "lens"] == "CNN").all()
+    for name in ("LensSR no source", "PISR"):
+        assert np.allclose(via_cnn[f"{name} (CNN lens)"][0], via_cnn[f"{name} (true lens)"][0], rtol=1e-4, atol=1e-6)
+        assert not np.allclose(via_cnn[f"{name} (CNN lens)"][1:], via_cnn[f"{name} (true lens)"][1:])
     with pytest.raises(ValueError, match="yields no source"):
         lb.sr_source(scenes, "supervised", sr["pisr"], cfg["psf"])
     with pytest.raises(ValueError, match="pairs' config"):
-        lb.evaluate_leaderboard(scenes, sr_models=sr, methods=["PISR"])
+        lb.evaluate_leaderboard(scenes, sr_models=sr, methods=["PISR (true lens)"])
 
 
 def test_paired_bootstrap_interval():

@@ -16,9 +16,10 @@ Methods (:data:`METHODS`; those needing a model that is not given are left out):
 ``decoder (CNN lens)``            the same through the CNN's lens
 ``Sérsic``, ``Sérsic + shapelets n_max``, ``pixelated``   the study-000 baselines through the true lens
                                   (:func:`sourcelens.fit.lensed.fit_lensed_all`)
-``LensSR (no source)``, ``PISR``  the sources of the super-resolution methods that yield one (studies 001, 004;
-                                  :func:`sr_source`), trained on a super-resolution set and applied here through
-                                  the true lens
+``LensSR no source (true lens)``, ``PISR (true lens)``   the sources of the super-resolution methods that yield
+                                  one (studies 001, 004; :func:`sr_source`), trained on a super-resolution set and
+                                  applied here through the true lens
+``LensSR no source (CNN lens)``, ``PISR (CNN lens)``     the same through the CNN's lens
 
 Metrics per galaxy, the same for all: ``mse`` and ``ssim`` of the source against the truth after ONE fixed
 normalisation (:func:`sourcelens.fit.lensed.source_metrics`: the estimate scaled to the true source's flux on the
@@ -61,9 +62,10 @@ __all__ = ["METHODS", "SCORES", "SR_SOURCE_METHODS", "pairs_scenes", "relensed_c
            "evaluate_leaderboard", "paired_bootstrap", "leaderboard_table"]
 
 METHODS = ("identity", "backward (true lens)", "backward (CNN lens)", "U-Net", "decoder (true lens)",
-           "decoder (CNN lens)", "Sérsic", "Sérsic + shapelets", "pixelated", "LensSR (no source)", "PISR")
-#: the leaderboard's name of each super-resolution method that yields a source
-SR_SOURCE_METHODS = {"lenssr_no_source": "LensSR (no source)", "pisr": "PISR"}
+           "decoder (CNN lens)", "Sérsic", "Sérsic + shapelets", "pixelated", "LensSR no source (true lens)",
+           "LensSR no source (CNN lens)", "PISR (true lens)", "PISR (CNN lens)")
+#: the leaderboard's name of each super-resolution method that yields a source (+ " (true lens)" or " (CNN lens)")
+SR_SOURCE_METHODS = {"lenssr_no_source": "LensSR no source", "pisr": "PISR"}
 # the summarised metrics and whether larger is better
 SCORES = {"ssim": True, "mse": False, "psnr": True, "chi2_nu": False}
 _FIT_NAMES = {"decoder": "decoder (true lens)", "sersic": "Sérsic", "pixelated": "pixelated"}
@@ -139,7 +141,7 @@ def _sr_label(method: str) -> str:
 def sr_source(scenes: LensedScenes, method: str, model: torch.nn.Module, psf: Mapping[str, Any] | None,
               supersampling: int = 1) -> np.ndarray:
     """The source of a super-resolution ``method`` (``lenssr_no_source``, ``pisr``; ``model`` trained on an SR
-    set) for every scene, through its true lens (shear included), sampled on the scenes' source grid (B, m, m;
+    set) for every scene, through the scenes' lens (``scenes.lens``, shear included), sampled on the scenes' source grid (B, m, m;
     flux per grid pixel up to a scale).
 
     The super-resolution grids are the scenes' own: the image's pixels, ``factor``× finer (the model's), with
@@ -179,7 +181,8 @@ def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
     ``scenes`` (:func:`pairs_scenes`). ``fit_options``: keyword arguments of
     :func:`~sourcelens.fit.lensed.fit_lensed_all` (regularisation, max_iter, shapelet_n_max, ...).
     ``sr_models``: super-resolution models by method (keys of :data:`SR_SOURCE_METHODS`), applied by
-    :func:`sr_source` with the PSF and supersampling of ``pairs_cfg`` (``simulate.pairs``, which they need).
+    :func:`sr_source` through the true lens and (given ``cnn``) the CNN's, with the PSF and supersampling of
+    ``pairs_cfg`` (``simulate.pairs``, which they need).
     Returns the per-galaxy metrics (``galaxy``, ``source_id``, ``kind``, ``method``, ``lens``, ``mse``, ``ssim``,
     ``psnr``, ``chi2_nu``, ``chi2_nu_true_source`` (the true source re-lensed the same way: the floor the source
     grid allows), ``seconds``) and the sources by method (B, m, m, flux per grid pixel up to a scale)."""
@@ -210,7 +213,8 @@ def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
                         m, grid_scale)
         add("backward (true lens)", src, t / b, relensed_chi2(scenes, src), "true")
     cnn_scenes, cnn_seconds = None, 0.0
-    if cnn is not None and wanted & {"backward (CNN lens)", "decoder (CNN lens)"}:
+    sr_cnn = {f"{SR_SOURCE_METHODS[m]} (CNN lens)" for m in (sr_models or {}) if m in SR_SOURCE_METHODS}
+    if cnn is not None and wanted & ({"backward (CNN lens)", "decoder (CNN lens)"} | sr_cnn):
         (predicted, _), t = _timed(predict_lens_params, cnn, scenes.data)
         cnn_seconds = t / b
         cnn_scenes = dataclasses.replace(scenes, lens=pd.DataFrame(np.asarray(predicted, float), columns=LENS_PARAMETERS))
@@ -243,13 +247,17 @@ def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
             "CNN")
 
     for method, model in (sr_models or {}).items():
-        label = _sr_label(method)
-        if label not in wanted:
-            continue
-        if pairs_cfg is None:
-            raise ValueError("the super-resolution sources need the pairs' config (simulate.pairs: PSF, supersampling)")
-        src, t = _timed(sr_source, scenes, method, model, pairs_cfg.get("psf"), int(pairs_cfg.get("supersampling", 1)))
-        add(label, src, t / b, relensed_chi2(scenes, src), "true")
+        name = _sr_label(method)
+        for lens, lens_scenes, extra_seconds in (("true", scenes, 0.0), ("CNN", cnn_scenes, cnn_seconds)):
+            label = f"{name} ({lens} lens)"
+            if lens_scenes is None or label not in wanted:
+                continue
+            if pairs_cfg is None:
+                raise ValueError("the super-resolution sources need the pairs' config (simulate.pairs: PSF, "
+                                 "supersampling)")
+            src, t = _timed(sr_source, lens_scenes, method, model, pairs_cfg.get("psf"),
+                            int(pairs_cfg.get("supersampling", 1)))
+            add(label, src, extra_seconds + t / b, relensed_chi2(lens_scenes, src), lens)
 
     floor = relensed_chi2(scenes, truth)
     order = [name for method in METHODS for name in sources if name == method or name.startswith(method + " n_max")]
