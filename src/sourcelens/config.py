@@ -225,8 +225,9 @@ def _super_resolution_problems(cfg: dict) -> list[str]:
             problems.append(f"config keys 'leaderboard/super_resolution/{key}' and 'super_resolution/{listed}': "
                             f"{board[key]!r} is not among the trained ({block[listed]})")
     if board["methods"] is None:
+        from .names import SR_SOURCE_METHODS
         trained = block["methods"] if all(board[k] is not None for k in ("set", "lens_model", "noise")) else []
-        board["methods"] = [m for m in ("lenssr_no_source", "pisr") if m in trained]
+        board["methods"] = [m for m in SR_SOURCE_METHODS if m in trained]
     untrained = [m for m in board["methods"] if m not in block["methods"]]
     if untrained:
         problems.append(f"config keys 'leaderboard/super_resolution/methods' and 'super_resolution/methods': "

@@ -32,6 +32,10 @@ SOURCE_KIND_LABELS: dict[str, str] = {
 #: source (study 001), PISR (study 004, unsupervised).
 SR_METHODS: tuple[str, ...] = ("bicubic", "supervised", "lenssr_with_source", "lenssr_no_source", "pisr")
 
+#: The super-resolution methods that yield a source (the source network's ``Ŝ`` of LensSR without source, PISR's
+#: ``f``), besides the super-resolved image.
+SR_SOURCE_METHODS: tuple[str, ...] = ("lenssr_no_source", "pisr")
+
 #: How each super-resolution method uses a lens: "needed" (PISR: its operator), "source" (LensSR without
 #: source: the image network needs none, the source network sees i∘β), "unused".
 SR_LENS_USE: dict[str, str] = {"bicubic": "unused", "supervised": "unused", "lenssr_with_source": "unused",
@@ -47,5 +51,5 @@ PISR_ABLATION: dict[str, tuple[str, dict]] = {
     "pisr_tv_mask_magnification": ("+ magnification weighting", {"mask": True, "magnification": True}),
 }
 
-__all__ = ["LENS_PARAMETERS", "SOURCE_KINDS", "SOURCE_KIND_LABELS", "SPLITS", "SR_METHODS", "SR_LENS_USE",
+__all__ = ["LENS_PARAMETERS", "SOURCE_KINDS", "SOURCE_KIND_LABELS", "SPLITS", "SR_METHODS", "SR_SOURCE_METHODS", "SR_LENS_USE",
            "PISR_ABLATION"]

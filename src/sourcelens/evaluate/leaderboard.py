@@ -52,20 +52,21 @@ from ..fit.scenes import DTYPE, LensedScenes, lens_kwargs_torch, torch_simulator
 from ..io import read_attrs, read_dataset, read_meta
 from ..lensing import BilinearLensingOperator
 from ..metrics import by_kind
-from ..names import LENS_PARAMETERS
+from ..names import LENS_PARAMETERS, SR_SOURCE_METHODS
 from ..selection import first_originals
 from .delensing import backward_source, identity_source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "SCORES", "SR_SOURCE_METHODS", "pairs_scenes", "relensed_chi2", "sr_source",
+__all__ = ["METHODS", "SCORES", "SR_SOURCE_LABELS", "pairs_scenes", "relensed_chi2", "sr_source",
            "evaluate_leaderboard", "paired_bootstrap", "leaderboard_table"]
 
 METHODS = ("identity", "backward (true lens)", "backward (CNN lens)", "U-Net", "decoder (true lens)",
            "decoder (CNN lens)", "Sérsic", "Sérsic + shapelets", "pixelated", "LensSR no source (true lens)",
            "LensSR no source (CNN lens)", "PISR (true lens)", "PISR (CNN lens)")
-#: the leaderboard's name of each super-resolution method that yields a source (+ " (true lens)" or " (CNN lens)")
-SR_SOURCE_METHODS = {"lenssr_no_source": "LensSR no source", "pisr": "PISR"}
+#: the leaderboard's name of each super-resolution method that yields a source
+#: (:data:`sourcelens.names.SR_SOURCE_METHODS`), followed by " (true lens)" or " (CNN lens)"
+SR_SOURCE_LABELS = dict(zip(SR_SOURCE_METHODS, ("LensSR no source", "PISR")))
 # the summarised metrics and whether larger is better
 SCORES = {"ssim": True, "mse": False, "psnr": True, "chi2_nu": False}
 _FIT_NAMES = {"decoder": "decoder (true lens)", "sersic": "Sérsic", "pixelated": "pixelated"}
@@ -132,17 +133,17 @@ def relensed_chi2(scenes: LensedScenes, sources: np.ndarray) -> np.ndarray:
 
 def _sr_label(method: str) -> str:
     """The leaderboard's name of a super-resolution method; ValueError for one that yields no source."""
-    if method not in SR_SOURCE_METHODS:
+    if method not in SR_SOURCE_LABELS:
         raise ValueError(f"super-resolution method {method!r} yields no source; those that do: "
                          f"{', '.join(SR_SOURCE_METHODS)}")
-    return SR_SOURCE_METHODS[method]
+    return SR_SOURCE_LABELS[method]
 
 
 def sr_source(scenes: LensedScenes, method: str, model: torch.nn.Module, psf: Mapping[str, Any] | None,
               supersampling: int = 1) -> np.ndarray:
     """The source of a super-resolution ``method`` (``lenssr_no_source``, ``pisr``; ``model`` trained on an SR
-    set) for every scene, through the scenes' lens (``scenes.lens``, shear included), sampled on the scenes' source grid (B, m, m;
-    flux per grid pixel up to a scale).
+    set) for every scene, through the scenes' lens (``scenes.lens``, shear included), sampled on the scenes'
+    source grid (B, m, m; flux per grid pixel up to a scale).
 
     The super-resolution grids are the scenes' own: the image's pixels, ``factor``× finer (the model's), with
     the pairs' ``psf`` (config, as ``simulate.pairs.psf``) and their ``supersampling`` (rendered on
@@ -180,7 +181,7 @@ def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
     """Every method of :data:`METHODS` (restricted to ``methods``; those needing a model not given left out) on
     ``scenes`` (:func:`pairs_scenes`). ``fit_options``: keyword arguments of
     :func:`~sourcelens.fit.lensed.fit_lensed_all` (regularisation, max_iter, shapelet_n_max, ...).
-    ``sr_models``: super-resolution models by method (keys of :data:`SR_SOURCE_METHODS`), applied by
+    ``sr_models``: super-resolution models by method (keys of :data:`SR_SOURCE_LABELS`), applied by
     :func:`sr_source` through the true lens and (given ``cnn``) the CNN's, with the PSF and supersampling of
     ``pairs_cfg`` (``simulate.pairs``, which they need).
     Returns the per-galaxy metrics (``galaxy``, ``source_id``, ``kind``, ``method``, ``lens``, ``mse``, ``ssim``,
@@ -213,7 +214,7 @@ def evaluate_leaderboard(scenes: LensedScenes, vae=None, cnn=None, unet=None, *,
                         m, grid_scale)
         add("backward (true lens)", src, t / b, relensed_chi2(scenes, src), "true")
     cnn_scenes, cnn_seconds = None, 0.0
-    sr_cnn = {f"{SR_SOURCE_METHODS[m]} (CNN lens)" for m in (sr_models or {}) if m in SR_SOURCE_METHODS}
+    sr_cnn = {f"{SR_SOURCE_LABELS[m]} (CNN lens)" for m in (sr_models or {}) if m in SR_SOURCE_LABELS}
     if cnn is not None and wanted & ({"backward (CNN lens)", "decoder (CNN lens)"} | sr_cnn):
         (predicted, _), t = _timed(predict_lens_params, cnn, scenes.data)
         cnn_seconds = t / b

@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..io import read_attrs, read_dataset
 from ..metrics import by_kind, ssim, summarise
-from ..names import PISR_ABLATION, SR_METHODS
+from ..names import PISR_ABLATION, SR_METHODS, SR_SOURCE_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ __all__ = ["SR_METRICS", "SOURCE_METHODS", "STUDY_001", "STUDY_001_LABELS", "SRE
 
 SR_METRICS = ("mse", "ssim", "psnr", "source_mse", "source_ssim")
 #: Methods (of :data:`sourcelens.names.SR_METHODS`) that yield a source beside the image.
-SOURCE_METHODS = ("lenssr_no_source", "pisr")
+SOURCE_METHODS = SR_SOURCE_METHODS
 SUMMARY_STATS = ("mean", "std", "median")
 
 #: Study 001's tables (LensSR on DeepLenseSim Model_I, 5000 test images; mean ± std): lens, its noise row
