@@ -227,6 +227,15 @@ def test_pairs_outputs_and_lenstronomy_reference(pairs_cfg):
         assert table["source_grid_flux_fraction"][i] == pytest.approx(arrays["source"][i].sum() / flux, rel=1e-5)
         assert table["source_grid_flux_fraction"][i] > 0.99           # these stamps lie inside the grid
         assert 0 <= table["source_relens_error"][i] < 0.2 and 0 <= table["edge_peak_fraction"][i] < 0.01
+        # the relensing check (rays traced once for the stamp and its gridded truth) is lenstronomy's own image of
+        # the gridded source
+        kw_grid = [{"image": expect_src, "amp": 1.0 / g**2, "center_x": 0.0, "center_y": 0.0, "phi_G": 0.0,
+                    "scale": g}]
+        grid_model = ImageModel(grid, psf, lens_model_class=LensModel(["SIE", "SHEAR"]),
+                                source_model_class=LightModel(["INTERPOL"]),
+                                kwargs_numerics={"supersampling_factor": pairs_cfg["supersampling"]})
+        relens_error = np.abs(grid_model.image(kw_lens, kw_grid) - ref).max() / ref.max()
+        assert table["source_relens_error"][i] == pytest.approx(relens_error, rel=1e-3, abs=1e-6)
         # the unlensed source keeps the stamp's orientation (x along columns, y along rows)
         src = arrays["source"][i]
         stamp_c = np.asarray(np.unravel_index(np.argmax(stamp), stamp.shape), float) - (stamp.shape[0] - 1) / 2

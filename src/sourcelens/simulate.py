@@ -330,14 +330,28 @@ class LensedImageRenderer:
         self, kwargs_lens: list[dict], kwargs_source: list[dict], psf: bool = True, unlensed: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(lensed image, unlensed source or None); ``psf=False`` skips the convolution of the lensed image."""
-        if self._interpol:
-            # INTERPOL caches its interpolator of the last image: clear it for a new stamp.
-            self.source_model.delete_interpol_caches()
-        lensed = self.image_model.image(kwargs_lens=kwargs_lens, kwargs_source=kwargs_source, unconvolved=not psf)
+        lensed = self.render_traced(self.trace_rays(kwargs_lens), kwargs_source, psf=psf)
         source = None
         if unlensed:
             source = self.image_model.source_surface_brightness(kwargs_source, de_lensed=True, unconvolved=True)
         return lensed, source
+
+    def trace_rays(self, kwargs_lens: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Source-plane positions (arcsec) of the image's evaluation points (supersampled) through the lens: the
+        costly part of a render, traced once to lens several sources (a stamp, then its gridded truth) alike."""
+        x, y = self.image_model.ImageNumerics.coordinates_evaluate
+        return self.lens_model.ray_shooting(x, y, kwargs_lens)
+
+    def render_traced(self, rays: tuple[np.ndarray, np.ndarray], kwargs_source: list[dict],
+                      psf: bool = True) -> np.ndarray:
+        """The lensed image of ``kwargs_source`` at rays from :meth:`trace_rays`: what lenstronomy's
+        ``ImageModel.image`` computes for a lensed source (no lens light, extinction or primary beam here),
+        pixel-integrated over the supersampling and convolved with the PSF unless ``psf=False``."""
+        if self._interpol:
+            # INTERPOL caches its interpolator of the last image: clear it for a new stamp.
+            self.source_model.delete_interpol_caches()
+        brightness = self.source_model.surface_brightness(rays[0], rays[1], kwargs_source)
+        return self.image_model.ImageNumerics.re_size_convolve(brightness, unconvolved=not psf)
 
 
 def check_stamps(images: np.ndarray, meta: pd.DataFrame) -> None:
@@ -495,7 +509,8 @@ def render_pairs(stamps: np.ndarray, lens_model: str, params: pd.DataFrame, flux
             _, kw_lens = lens_kwargs(lens_model, records[i])
             kw_src = [_interpol_kwargs(np.asarray(stamps[i], dtype=float), float(scales[i]), fluxes[i],
                                        src_x[i], src_y[i])]
-            lensed, _ = renderer.render(kw_lens, kw_src, unlensed=False)
+            rays = renderer.trace_rays(kw_lens)
+            lensed = renderer.render_traced(rays, kw_src)
             noisy, sigma = add_noise(lensed, noise_cfg, rng)
             out["lensed_noiseless"][i], out["lensed"][i], out["noise_sigma"][i] = lensed, noisy, sigma
             if unlensed:
@@ -504,7 +519,7 @@ def render_pairs(stamps: np.ndarray, lens_model: str, params: pd.DataFrame, flux
                 out["source"][i] = source
                 kw_grid = [{"image": source, "amp": 1.0 / grid_scale**2, "center_x": 0.0, "center_y": 0.0,
                             "phi_G": 0.0, "scale": grid_scale}]
-                relensed, _ = renderer.render(kw_lens, kw_grid, unlensed=False)
+                relensed = renderer.render_traced(rays, kw_grid)
                 out["source_relens_error"][i] = float(np.max(np.abs(relensed - lensed)) / max(lensed.max(), 1e-300))
             bar.update()
     return out
