@@ -4,7 +4,7 @@ Two backbones (``arch``):
 
 ``study``   the study's network: three blocks of [3×3 convolution, 2×2 max-pool, batch norm, ReLU], then a
             dense ReLU layer and a linear output.
-``resnet``  (default) a small ResNet: a 5×5 stride-2 stem, one stage of two basic residual blocks per width
+``resnet``  (default) a small ResNet: a 5×5 stride-2 stem, one stage of ``blocks`` basic residual blocks per width
             (stride 2 from the second stage on), an average pool to 4×4 (positions matter here), a dense ReLU layer and a linear output;
             two coordinate channels (x, y across the field, −1…1) are appended to the image, so that positions
             (the lens centre) need not be inferred from the zero padding.
@@ -48,12 +48,21 @@ class _Residual(nn.Module):
         return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.skip(x))
 
 
-def _resnet(widths: Sequence[int], in_channels: int, pool: int = 4) -> tuple[nn.Sequential, int]:
+def stage_blocks(blocks: int | Sequence[int], n_stages: int) -> list[int]:
+    """Residual blocks of each of ``n_stages`` stages: one number for all, or one per stage (each ≥ 1)."""
+    per_stage = [int(blocks)] * n_stages if isinstance(blocks, (int, np.integer)) else [int(b) for b in blocks]
+    if len(per_stage) != n_stages or min(per_stage) < 1:
+        raise ValueError(f"blocks must be a number ≥ 1 or one such number per width ({n_stages}); got {blocks!r}")
+    return per_stage
+
+
+def _resnet(widths: Sequence[int], in_channels: int, blocks: int | Sequence[int] = 2, pool: int = 4
+            ) -> tuple[nn.Sequential, int]:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 5, 2, 2, bias=False), nn.BatchNorm2d(widths[0]),
                                nn.ReLU()]
     c = widths[0]
-    for i, w in enumerate(widths):
-        layers += [_Residual(c, w, 1 if i == 0 else 2), _Residual(w, w, 1)]
+    for i, (w, n) in enumerate(zip(widths, stage_blocks(blocks, len(widths)))):
+        layers += [_Residual(c, w, 1 if i == 0 else 2)] + [_Residual(w, w, 1) for _ in range(n - 1)]
         c = w
     layers += [nn.AdaptiveAvgPool2d(pool), nn.Flatten()]      # a 4x4 map kept: positions matter here
     return nn.Sequential(*layers), pool * pool * c
@@ -78,16 +87,17 @@ class LensCNN(nn.Module):
     """
 
     def __init__(self, image_size: int = 64, arch: str = "resnet", widths: Sequence[int] = (32, 64, 128, 256),
-                 dense: int = 256, n_params: int = len(LENS_PARAMETERS)):
+                 dense: int = 256, n_params: int = len(LENS_PARAMETERS), blocks: int | Sequence[int] = 2):
         super().__init__()
         if arch not in CNN_ARCHS:
             raise ValueError(f"unknown CNN architecture {arch!r}; expected one of {CNN_ARCHS}")
         if arch == "study" and image_size % 2 ** len(widths):
             raise ValueError(f"image_size {image_size} must be divisible by 2**{len(widths)} (one max-pool a block)")
         self.hparams = {"image_size": int(image_size), "arch": arch, "widths": [int(w) for w in widths],
-                        "dense": int(dense), "n_params": int(n_params)}
+                        "dense": int(dense), "n_params": int(n_params),
+                        "blocks": stage_blocks(blocks, len(widths))}
         self.coords = arch == "resnet"
-        backbone, flat = (_resnet(widths, 3) if self.coords else _study(widths, 1, image_size))
+        backbone, flat = (_resnet(widths, 3, blocks) if self.coords else _study(widths, 1, image_size))
         self.backbone = backbone
         self.head = nn.Sequential(nn.Linear(flat, dense), nn.ReLU(), nn.Linear(dense, 2 * n_params))
         self.n_params = int(n_params)

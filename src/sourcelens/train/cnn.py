@@ -147,7 +147,8 @@ def train_cnn(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
     log.info("train %s: %d pairs %dx%d; val %s: %d pairs", train_path, len(x), size, size, val_path, len(xv))
 
     L.seed_everything(derived_seed(seed, "cnn"), workers=True, verbose=False)
-    model = LensCNN(image_size=size, arch=cfg["arch"], widths=cfg["widths"], dense=cfg["dense"])
+    model = LensCNN(image_size=size, arch=cfg["arch"], widths=cfg["widths"], dense=cfg["dense"],
+                     blocks=cfg["blocks"])
     std = y.std(0)
     fixed = [name for name, s in zip(LENS_PARAMETERS, std.tolist()) if s < MIN_STD]
     with torch.no_grad():
@@ -156,7 +157,8 @@ def train_cnn(train_path: str | Path, val_path: str | Path, cfg: Mapping[str, An
     if fixed:
         log.info("parameters fixed in the training set (standardised with std 1): %s", fixed)
     n_weights = sum(p.numel() for p in model.parameters())
-    log.info("CNN %s, widths %s, %d parameters", cfg["arch"], cfg["widths"], n_weights)
+    log.info("CNN %s, widths %s, %d blocks a stage, %d parameters", cfg["arch"], cfg["widths"], cfg["blocks"],
+             n_weights)
 
     def make_module(stage: Mapping[str, Any]) -> CNNModule:
         return CNNModule(model, loss=stage["loss"], learning_rate=cfg["learning_rate"], lr_patience=cfg["lr_patience"],
