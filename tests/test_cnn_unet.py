@@ -165,6 +165,28 @@ def test_dihedral_average_is_equivariant_and_single_pass_is_the_network():
     assert averaged.shape == single.shape and not np.allclose(averaged, single, atol=1e-4)
 
 
+def test_cnn_residual_blocks_per_stage(tmp_path):
+    """``blocks``: one number for every stage or one per width; saved with the model; older files (no ``blocks``
+    in their hyperparameters) load as two blocks a stage."""
+    from sourcelens.models.cnn import _Residual
+
+    def residuals(model):
+        return sum(isinstance(m, _Residual) for m in model.modules())
+
+    assert residuals(LensCNN(image_size=32, widths=(4, 8, 16), dense=8)) == 6
+    model = LensCNN(image_size=32, widths=(4, 8, 16), dense=8, blocks=[1, 1, 2])
+    assert residuals(model) == 4 and model.hparams["blocks"] == [1, 1, 2]
+    assert model(torch.randn(2, 1, 32, 32))[0].shape == (2, 8)
+    save_cnn(model, tmp_path / "cnn.pt")
+    assert residuals(load_cnn(tmp_path / "cnn.pt")) == 4
+    old = dict(model.hparams)
+    old.pop("blocks")
+    assert residuals(LensCNN(**old)) == 6
+    for bad in (0, [1, 2], [1, 0, 1]):
+        with pytest.raises(ValueError, match="blocks"):
+            LensCNN(image_size=32, widths=(4, 8, 16), blocks=bad)
+
+
 def test_model_files_round_trip_and_refuse_others(tmp_path):
     cnn = LensCNN(image_size=16, arch="resnet", widths=(4,), dense=8)
     with torch.no_grad():
