@@ -153,6 +153,36 @@ def test_gradients_reach_f_through_the_sparse_operator(geometry):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.source_net.parameters())
 
 
+def test_physics_losses_train_under_bf16_autocast(geometry):
+    """In a bf16 mixed-precision step (``precision: bf16-mixed``) the networks run in bf16 and the lensing
+    operators in their own float32 (the CPU has no bf16 sparse product): same lensing as without autocast, and
+    gradients reach the networks."""
+    torch.manual_seed(0)
+    lens = SRLens(geometry, *_sie())
+    x = torch.rand(2, N_LR, N_LR)
+    source = torch.rand(2, FACTOR * N_LR, FACTOR * N_LR)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for interpolation in ("overlap", "bilinear"):
+            hr, lr = lens(source, interpolation)
+            ref_hr, ref_lr = (t for t in _outside_autocast(lens, source, interpolation))
+            assert hr.dtype == torch.float32 and torch.equal(hr, ref_hr) and torch.equal(lr, ref_lr)
+        assert torch.equal(lens.to_source(x), _outside_autocast(lens.to_source, x))
+        model = PISR(2, sisr={"width": 4, "depth": 1, "skip": "none"})
+        out = pisr_forward(model, [lens, lens], x)
+        loss = pisr_loss(out, x, torch.full_like(x, 0.1), tv_weight=0.01)["loss"]
+        net = LensSRNoSource(2, {"width": 4, "depth": 1, "skip": "none"})
+        image, src = net(x[:, None], lens.to_source(x)[:, None])
+        tie = lenssr_no_source_loss(image[:, 0], src[:, 0], [lens, lens], x, torch.full_like(x, 0.1))["loss"]
+    (loss + tie).backward()
+    for module in (model, net.source_net):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def _outside_autocast(fn, *args):
+    with torch.autocast("cpu", enabled=False):
+        return fn(*args)
+
+
 def test_gradient_steps_fit_a_tiny_batch(geometry):
     """A gradient step lowers the PISR loss and Adam keeps lowering it on a tiny batch; a supervised SISR
     overfits a tiny batch."""

@@ -137,6 +137,11 @@ def block_mean(image: Tensor, factor: int) -> Tensor:
     return downsample(image, factor) / factor**2
 
 
+def _full_precision(tensor: Tensor):
+    """A context without autocast on ``tensor``'s device: the lensing operators run in their own dtype."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 class SRLens:
     """One lens's super-resolution operators (module docstring) for ``geometry``; ``lens_models`` and
     ``kwargs_lens`` as in :mod:`sourcelens.lensing.lenses` (one lens, unbatched). Keyword arguments go to both
@@ -195,20 +200,24 @@ class SRLens:
     def to_source(self, image: Tensor) -> Tensor:
         """``i∘β``: low-resolution images (…, n, n) on the input source grid (…, n, n), same units (exact
         overlaps; 0 outside the convergence mask)."""
-        return self.backward.to_source(image)
+        with _full_precision(image):
+            return self.backward.to_source(image)
 
     def lens(self, source: Tensor, interpolation: str = "overlap") -> Tensor:
         """``ŝ∘θ``: high-resolution sources (…, fn, fn) lensed onto the high-resolution image, before the PSF
-        (differentiable), by ``interpolation`` (class docstring)."""
-        if interpolation == "overlap":
-            return self.forward_op.to_image(source)
-        if interpolation == "bilinear":
-            return self._bilinear("high_res").lens(source.to(self.dtype))
+        (differentiable), by ``interpolation`` (class docstring). In the operators' precision also inside a
+        mixed-precision training step (sparse products have no bf16 kernel on the CPU)."""
+        with _full_precision(source):
+            if interpolation == "overlap":
+                return self.forward_op.to_image(source)
+            if interpolation == "bilinear":
+                return self._bilinear("high_res").lens(source.to(self.dtype))
         raise ValueError(f"unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}")
 
     def blur(self, image: Tensor) -> Tensor:
         """``P ∗``: the PSF at the high-resolution scale."""
-        return convolve(image, self.psf)
+        with _full_precision(image):
+            return convolve(image, self.psf)
 
     def image(self, source: Tensor, interpolation: str = "overlap") -> Tensor:
         """``P ∗ (ŝ∘θ)``: the super-resolved image of a high-resolution source (the SR output)."""
@@ -221,8 +230,9 @@ class SRLens:
         g = self.geometry
         if interpolation == "overlap" or g.low_res_is_binned:
             return hr, block_mean(hr, g.factor)
-        low = self._bilinear("low_res").lens(source.to(self.dtype)) / g.factor**2
-        return hr, convolve(low, self.low_res_psf)
+        with _full_precision(source):
+            low = self._bilinear("low_res").lens(source.to(self.dtype)) / g.factor**2
+            return hr, convolve(low, self.low_res_psf)
 
     __call__ = forward
 
