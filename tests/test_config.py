@@ -76,6 +76,23 @@ def test_shipped_configs_validate(repo, name, btk_dir):
     load_config(repo / "config" / name, overrides=overrides)
 
 
+@pytest.mark.parametrize("name", ["tiny.yaml", "paper.yaml"])
+def test_shipped_configs_validate_over_the_default(repo, name, btk_dir):
+    """As the workflow reads them (``--configfile`` over config/config.yaml): no default key left that no longer
+    fits the overriding one (e.g. one CNN block count per width)."""
+    overrides = {"sources": {"cosmos": {"dir": str(btk_dir)}, "cosmos_fit": {"dir": str(btk_dir)}}}
+    load_config(repo / "config" / "config.yaml", repo / "config" / name,
+                overrides=overrides if name == "paper.yaml" else None)
+
+
+def test_cnn_blocks_per_width_are_checked():
+    from sourcelens.config import check_config
+
+    with pytest.raises(ConfigError, match=r"cnn/blocks' and 'cnn/widths': 4 numbers .* for 2 widths"):
+        check_config({"cnn": {"widths": [8, 16], "blocks": [1, 1, 2, 2]}})
+    assert check_config({"cnn": {"widths": [8, 16], "blocks": [1, 2]}})["cnn"]["blocks"] == [1, 2]
+
+
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match="stamps.*'sise'"):
         validate_config({"stamps": {"sise": 64}})

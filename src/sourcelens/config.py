@@ -116,6 +116,10 @@ def check_config(config: Mapping[str, Any]) -> dict:
         if num_pix % 2**n:
             problems.append(f"config keys 'simulate/pairs/num_pix' and '{key}': the network halves the {num_pix}-"
                             f"pixel image {n} times, so num_pix must be divisible by {2**n}")
+    blocks, cnn_widths = cfg["cnn"]["blocks"], cfg["cnn"]["widths"]
+    if isinstance(blocks, list) and len(blocks) != len(cnn_widths):
+        problems.append(f"config keys 'cnn/blocks' and 'cnn/widths': {len(blocks)} numbers of residual blocks "
+                        f"{blocks} for {len(cnn_widths)} widths {cnn_widths} (give one per width, or one number)")
     size, widths = cfg["stamps"]["size"], cfg["vae"]["widths"]
     if size % 2 ** len(widths):
         problems.append(
